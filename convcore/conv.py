@@ -1,0 +1,248 @@
+"""The functional convolution: forward, dW and dX as GEMMs over im2col columns.
+
+Layout inside: columns ``(groups, Cg*KH*KW, n*OH*OW)`` for a chunk of ``n`` images, so
+the forward pass, dW and the column gradient are each one batched GEMM per chunk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from convcore._geometry import Geometry, as_pair, check_ndim, conv_geometry, resolve_dtypes
+from convcore.windows import columns, fold_columns
+from convcore.workspace import batch_chunks
+
+__all__ = [
+    "ConvCache",
+    "conv2d",
+    "conv2d_forward",
+    "conv2d_backward",
+    "conv_forward",
+    "conv_backward",
+    "prepare_conv",
+]
+
+
+@dataclass(frozen=True, eq=False)
+class ConvCache:
+    """What :func:`conv2d_backward` needs from a forward pass.
+
+    ``x`` and ``w`` are the inputs in the compute dtype; ``cols`` holds the forward pass's
+    im2col columns when the whole batch fitted in one workspace chunk, else None (backward
+    recomputes them chunk by chunk).
+    """
+
+    x: np.ndarray
+    w: np.ndarray
+    has_bias: bool
+    geo: Geometry
+    out_dtype: np.dtype
+    cols: np.ndarray | None
+
+
+def prepare_conv(x, w, b, stride, padding, dilation, groups):
+    """Validate and convert convolution inputs.
+
+    Returns ``(x, w, b, geo, out_dtype)`` with ``x`` and ``w`` C-contiguous in the
+    compute dtype (no copy when they already are).
+    """
+    x, w = np.asarray(x), np.asarray(w)
+    b = None if b is None else np.asarray(b)
+    compute, out_dtype = resolve_dtypes(x, w, b)
+    check_ndim(x, 4, "x", "(N, C, H, W)")
+    check_ndim(w, 4, "w", "(F, C/groups, KH, KW)")
+    if b is not None and b.shape != (w.shape[0],):
+        raise ValueError(f"b must have shape (F,) = ({w.shape[0]},), got {b.shape}")
+    geo = conv_geometry(x.shape, w.shape, stride, padding, dilation, groups)
+    x = np.ascontiguousarray(x, dtype=compute)
+    w = np.ascontiguousarray(w, dtype=compute)
+    b = None if b is None else b.astype(compute)
+    return x, w, b, geo, out_dtype
+
+
+def _scratch_per_image(geo: Geometry, itemsize: int) -> int:
+    # columns, their gradient and the GEMM output of one image
+    return (2 * geo.C * geo.KH * geo.KW + geo.F) * geo.P * itemsize
+
+
+def _chunks(geo: Geometry, itemsize: int) -> list[tuple[int, int]]:
+    return list(batch_chunks(geo.N, _scratch_per_image(geo, itemsize)))
+
+
+def _weight_matrix(w: np.ndarray, geo: Geometry) -> np.ndarray:
+    return w.reshape(geo.groups, geo.Fg, geo.window_rows)
+
+
+def _group_columns(x: np.ndarray, geo: Geometry) -> np.ndarray:
+    cols = columns(x, geo)
+    return cols.reshape(geo.groups, geo.window_rows, cols.shape[1])
+
+
+def _pointwise_view(a: np.ndarray, geo: Geometry, per_group: int) -> np.ndarray:
+    """View ``a (n, groups*per_group, H, W)`` as ``(n, groups, per_group, H*W)``."""
+    return a.reshape(a.shape[0], geo.groups, per_group, -1)
+
+
+def _forward(x, w, b, geo: Geometry):
+    wm = _weight_matrix(w, geo)
+    y = np.empty((geo.N, geo.F, geo.OH, geo.OW), dtype=x.dtype)
+    chunks = _chunks(geo, x.itemsize)
+    kept = None
+    for n0, n1 in chunks:
+        if geo.is_pointwise:
+            out = _pointwise_view(y[n0:n1], geo, geo.Fg)
+            np.matmul(wm, _pointwise_view(x[n0:n1], geo, geo.Cg), out=out)
+            if b is not None:
+                y[n0:n1] += b[:, None, None]
+            continue
+        cols = _group_columns(x[n0:n1], geo)
+        prod = np.matmul(wm, cols).reshape(geo.F, n1 - n0, geo.OH, geo.OW).transpose(1, 0, 2, 3)
+        if b is None:
+            y[n0:n1] = prod
+        else:
+            np.add(prod, b[:, None, None], out=y[n0:n1])
+        if len(chunks) == 1:
+            kept = cols
+    return y, kept
+
+
+def _backward(dy, cache: ConvCache):
+    geo, x = cache.geo, cache.x
+    wm = _weight_matrix(cache.w, geo)
+    dw = np.zeros_like(wm)
+    dx = np.empty_like(x)
+    for n0, n1 in _chunks(geo, x.itemsize):
+        if geo.is_pointwise:
+            dys = _pointwise_view(dy[n0:n1], geo, geo.Fg)
+            xs = _pointwise_view(x[n0:n1], geo, geo.Cg)
+            dw += np.matmul(dys, xs.transpose(0, 1, 3, 2)).sum(axis=0)
+            np.matmul(wm.transpose(0, 2, 1), dys, out=_pointwise_view(dx[n0:n1], geo, geo.Cg))
+            continue
+        dY = np.ascontiguousarray(dy[n0:n1].transpose(1, 0, 2, 3)).reshape(geo.groups, geo.Fg, -1)
+        cols = cache.cols if cache.cols is not None else _group_columns(x[n0:n1], geo)
+        dw += np.matmul(dY, cols.transpose(0, 2, 1))
+        dcols = np.matmul(wm.transpose(0, 2, 1), dY)
+        fold_columns(dcols.reshape(geo.groups * geo.window_rows, -1), geo, dx[n0:n1])
+    return dx, dw.reshape(cache.w.shape)
+
+
+def conv2d_forward(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1):
+    """2-D convolution (cross-correlation) of NCHW input, keeping what backward needs.
+
+    Parameters
+    ----------
+    x : array, shape (N, C, H, W)
+    w : array, shape (F, C // groups, KH, KW)
+    b : array, shape (F,), optional
+    stride, dilation : int or (int, int)
+    padding : int, (ph, pw), ((top, bottom), (left, right)), 'valid' or 'same'
+    groups : int
+        Divides C and F; group g sees channels ``g*C/groups ...`` and makes filters
+        ``g*F/groups ...``.
+
+    Returns
+    -------
+    y : ndarray, shape (N, F, OH, OW)
+        ``OH = (H + pad_top + pad_bottom - dilation*(KH-1) - 1) // stride + 1``.
+    cache : ConvCache
+        Pass to :func:`conv2d_backward`, as often as needed.
+
+    Examples
+    --------
+    >>> x = np.arange(9.0).reshape(1, 1, 3, 3)
+    >>> y, cache = conv2d_forward(x, np.ones((1, 1, 2, 2)))
+    >>> y[0, 0]
+    array([[ 8., 12.],
+           [20., 24.]])
+    """
+    x, w, b, geo, out_dtype = prepare_conv(x, w, b, stride, padding, dilation, groups)
+    y, cols = _forward(x, w, b, geo)
+    cache = ConvCache(x, w, b is not None, geo, out_dtype, cols)
+    return y.astype(out_dtype, copy=False), cache
+
+
+def conv2d_backward(dy, cache: ConvCache):
+    """Gradients of a convolution from the output gradient.
+
+    Parameters
+    ----------
+    dy : array, shape (N, F, OH, OW)
+        Gradient of the loss with respect to the forward output.
+    cache : ConvCache
+        From :func:`conv2d_forward`; not modified.
+
+    Returns
+    -------
+    dx : ndarray, shape (N, C, H, W)
+    dw : ndarray, shape (F, C // groups, KH, KW)
+    db : ndarray, shape (F,), or None when the forward pass had no bias
+
+    Examples
+    --------
+    >>> y, cache = conv2d_forward(np.ones((1, 1, 3, 3)), np.ones((1, 1, 2, 2)))
+    >>> dx, dw, db = conv2d_backward(np.ones_like(y), cache)
+    >>> dx[0, 0]
+    array([[1., 2., 1.],
+           [2., 4., 2.],
+           [1., 2., 1.]])
+    """
+    if not isinstance(cache, ConvCache):
+        raise TypeError(f"cache must come from conv2d_forward, got {type(cache).__name__}")
+    geo = cache.geo
+    dy = np.asarray(dy)
+    resolve_dtypes(dy)
+    expected = (geo.N, geo.F, geo.OH, geo.OW)
+    if dy.shape != expected:
+        raise ValueError(f"dy has shape {dy.shape} but the forward output had shape {expected}")
+    dy = np.ascontiguousarray(dy, dtype=cache.x.dtype)
+    dx, dw = _backward(dy, cache)
+    db = dy.sum(axis=(0, 2, 3)) if cache.has_bias else None
+    return tuple(None if a is None else a.astype(cache.out_dtype, copy=False) for a in (dx, dw, db))
+
+
+def conv2d(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1):
+    """2-D convolution of NCHW input; :func:`conv2d_forward` without the cache.
+
+    Examples
+    --------
+    >>> conv2d(np.ones((2, 3, 8, 8)), np.ones((4, 3, 3, 3)), padding="same").shape
+    (2, 4, 8, 8)
+    """
+    x, w, b, geo, out_dtype = prepare_conv(x, w, b, stride, padding, dilation, groups)
+    return _forward(x, w, b, geo)[0].astype(out_dtype, copy=False)
+
+
+def _conv_param(conv_param) -> dict:
+    if not isinstance(conv_param, Mapping):
+        raise TypeError(f"conv_param must be a dict, got {type(conv_param).__name__}")
+    unknown = sorted(set(conv_param) - {"stride", "pad"})
+    if unknown:
+        raise ValueError(f"conv_param has unknown keys {unknown}; expected 'stride' and 'pad'")
+    return {
+        "stride": as_pair(conv_param.get("stride", 1), "conv_param['stride']"),
+        "padding": as_pair(conv_param.get("pad", 0), "conv_param['pad']", minimum=0),
+    }
+
+
+def conv_forward(x, w, b, conv_param):
+    """Drop-in for the classic ``conv_forward_naive(x, w, b, conv_param)``.
+
+    ``conv_param = {'stride': s, 'pad': p}``, each key optional (defaults 1 and 0).
+    Output size is floored; no divisibility is required.
+
+    Examples
+    --------
+    >>> out, cache = conv_forward(np.ones((1, 3, 5, 5)), np.ones((2, 3, 3, 3)), np.zeros(2),
+    ...                           {"stride": 2, "pad": 1})
+    >>> out.shape
+    (1, 2, 3, 3)
+    """
+    return conv2d_forward(x, w, b, **_conv_param(conv_param))
+
+
+def conv_backward(dout, cache):
+    """Drop-in for ``conv_backward_naive(dout, cache)``: returns ``(dx, dw, db)``."""
+    return conv2d_backward(dout, cache)

@@ -1,0 +1,60 @@
+"""The workspace limit: how much scratch memory (im2col columns and their gradients) one
+convolution call may hold at once. Larger batches run in chunks of images.
+
+The limit is read from the environment variable ``CONVCORE_WORKSPACE_MB`` at import
+(default 256 MiB) and can be changed with :func:`set_workspace_limit`.
+"""
+
+from __future__ import annotations
+
+import os
+
+__all__ = ["get_workspace_limit", "set_workspace_limit", "batch_chunks"]
+
+_DEFAULT_MB = 256
+
+
+def _from_env() -> int:
+    raw = os.environ.get("CONVCORE_WORKSPACE_MB")
+    if raw is None:
+        return _DEFAULT_MB << 20
+    try:
+        mb = float(raw)
+    except ValueError:
+        raise ValueError(f"CONVCORE_WORKSPACE_MB must be a number of MiB, got {raw!r}") from None
+    if mb <= 0:
+        raise ValueError(f"CONVCORE_WORKSPACE_MB must be > 0, got {raw!r}")
+    return int(mb * (1 << 20))
+
+
+_limit = _from_env()
+
+
+def get_workspace_limit() -> int:
+    """Return the workspace limit in bytes."""
+    return _limit
+
+
+def set_workspace_limit(nbytes: int) -> int:
+    """Set the workspace limit in bytes and return the previous one.
+
+    At least one image is always processed per chunk, so a limit below one image's
+    columns runs image by image.
+
+    Examples
+    --------
+    >>> old = set_workspace_limit(64 << 20)
+    >>> _ = set_workspace_limit(old)
+    """
+    global _limit
+    if isinstance(nbytes, bool) or not isinstance(nbytes, int) or nbytes <= 0:
+        raise ValueError(f"nbytes must be a positive int, got {nbytes!r}")
+    previous, _limit = _limit, nbytes
+    return previous
+
+
+def batch_chunks(n_images: int, bytes_per_image: int):
+    """Yield ``(start, stop)`` ranges of images whose scratch fits in the limit."""
+    per_chunk = max(1, _limit // max(bytes_per_image, 1))
+    for start in range(0, n_images, per_chunk):
+        yield start, min(start + per_chunk, n_images)

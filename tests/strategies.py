@@ -1,0 +1,66 @@
+"""Hypothesis strategies for valid convolution configurations (small, so the reference is quick)."""
+
+import numpy as np
+from hypothesis import strategies as st
+
+PADDING_FORMS = ("int", "pair", "pairs", "valid", "same")
+
+
+@st.composite
+def paddings(draw):
+    form = draw(st.sampled_from(PADDING_FORMS))
+    small = st.integers(0, 2)
+    if form == "int":
+        return draw(small)
+    if form == "pair":
+        return (draw(small), draw(small))
+    if form == "pairs":
+        return ((draw(small), draw(small)), (draw(small), draw(small)))
+    return form
+
+
+def _pads(padding):
+    if isinstance(padding, str):
+        return (0, 0) if padding == "valid" else None
+    if isinstance(padding, int):
+        return (2 * padding, 2 * padding)
+    if isinstance(padding[0], tuple):
+        return (sum(padding[0]), sum(padding[1]))
+    return (2 * padding[0], 2 * padding[1])
+
+
+@st.composite
+def conv_configs(draw, max_batch=3):
+    """A dict with x, w, b shapes and the conv options, always a valid configuration."""
+    groups = draw(st.integers(1, 3))
+    cg, fg = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    dilation = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    padding = draw(paddings())
+    pads = _pads(padding) or (10**6, 10**6)
+    min_h = max(1, dilation[0] * (kh - 1) + 1 - pads[0])
+    min_w = max(1, dilation[1] * (kw - 1) + 1 - pads[1])
+    h = draw(st.integers(min_h, min_h + 6))
+    w = draw(st.integers(min_w, min_w + 6))
+    return dict(
+        x=(draw(st.integers(1, max_batch)), cg * groups, h, w),
+        w=(fg * groups, cg, kh, kw),
+        bias=draw(st.booleans()),
+        opts=dict(stride=stride, padding=padding, dilation=dilation, groups=groups),
+    )
+
+
+def arrays_for(cfg, seed, dtype=np.float64):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(cfg["x"]).astype(dtype)
+    w = rng.standard_normal(cfg["w"]).astype(dtype)
+    b = rng.standard_normal(cfg["w"][0]).astype(dtype) if cfg["bias"] else None
+    return x, w, b
+
+
+def max_rel_err(got, want):
+    """Max |got - want| relative to the largest reference magnitude."""
+    want = np.asarray(want, dtype=np.float64)
+    scale = max(np.abs(want).max(initial=0.0), 1e-300)
+    return float(np.abs(np.asarray(got, dtype=np.float64) - want).max(initial=0.0) / scale)
