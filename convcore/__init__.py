@@ -8,11 +8,27 @@ Public API (NCHW everywhere)::
     gradcheck                                  # numerical gradient check
     reference                                  # naive loops, the oracle
     get_workspace_limit, set_workspace_limit   # scratch memory bound
+    conv_transpose2d, conv_transpose2d_forward, conv_transpose2d_backward
+    max_pool2d, max_pool2d_forward, max_pool2d_backward, max_pool_forward, max_pool_backward
+    avg_pool2d, avg_pool2d_forward, avg_pool2d_backward
+    Conv2D, ConvTranspose2D, MaxPool2D, AvgPool2D   # layers with params, grads, forward, backward
 """
 
 from convcore import reference
 from convcore.conv import conv2d, conv2d_backward, conv2d_forward, conv_backward, conv_forward
 from convcore.gradient_check import gradcheck
+from convcore.layers import AvgPool2D, Conv2D, ConvTranspose2D, MaxPool2D
+from convcore.pooling import (
+    avg_pool2d,
+    avg_pool2d_backward,
+    avg_pool2d_forward,
+    max_pool2d,
+    max_pool2d_backward,
+    max_pool2d_forward,
+    max_pool_backward,
+    max_pool_forward,
+)
+from convcore.transpose import conv_transpose2d, conv_transpose2d_backward, conv_transpose2d_forward
 from convcore.windows import col2im, im2col
 from convcore.workspace import get_workspace_limit, set_workspace_limit
 
@@ -30,4 +46,19 @@ __all__ = [
     "reference",
     "get_workspace_limit",
     "set_workspace_limit",
+    "conv_transpose2d",
+    "conv_transpose2d_forward",
+    "conv_transpose2d_backward",
+    "max_pool2d",
+    "max_pool2d_forward",
+    "max_pool2d_backward",
+    "max_pool_forward",
+    "max_pool_backward",
+    "avg_pool2d",
+    "avg_pool2d_forward",
+    "avg_pool2d_backward",
+    "Conv2D",
+    "ConvTranspose2D",
+    "MaxPool2D",
+    "AvgPool2D",
 ]

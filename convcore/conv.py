@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from convcore._geometry import Geometry, as_pair, check_ndim, conv_geometry, resolve_dtypes
+from convcore.padding import ModePadding, pad_for_mode
 from convcore.windows import columns, fold_columns
 from convcore.workspace import batch_chunks
 
@@ -32,7 +33,9 @@ class ConvCache:
 
     ``x`` and ``w`` are the inputs in the compute dtype; ``cols`` holds the forward pass's
     im2col columns when the whole batch fitted in one workspace chunk, else None (backward
-    recomputes them chunk by chunk).
+    recomputes them chunk by chunk). ``padded`` is set for a padding_mode other than
+    'zeros': ``x`` is then the explicitly padded input and ``padded.fold`` maps its
+    gradient back.
     """
 
     x: np.ndarray
@@ -41,6 +44,7 @@ class ConvCache:
     geo: Geometry
     out_dtype: np.dtype
     cols: np.ndarray | None
+    padded: ModePadding | None = None
 
 
 def prepare_conv(x, w, b, stride, padding, dilation, groups):
@@ -129,7 +133,7 @@ def _backward(dy, cache: ConvCache):
     return dx, dw.reshape(cache.w.shape)
 
 
-def conv2d_forward(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1):
+def conv2d_forward(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros"):
     """2-D convolution (cross-correlation) of NCHW input, keeping what backward needs.
 
     Parameters
@@ -142,6 +146,8 @@ def conv2d_forward(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1):
     groups : int
         Divides C and F; group g sees channels ``g*C/groups ...`` and makes filters
         ``g*F/groups ...``.
+    padding_mode : {'zeros', 'reflect', 'replicate', 'circular'}
+        What the padding holds; see :mod:`convcore.padding`.
 
     Returns
     -------
@@ -159,8 +165,9 @@ def conv2d_forward(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1):
            [20., 24.]])
     """
     x, w, b, geo, out_dtype = prepare_conv(x, w, b, stride, padding, dilation, groups)
+    x, geo, padded = pad_for_mode(x, geo, padding_mode)
     y, cols = _forward(x, w, b, geo)
-    cache = ConvCache(x, w, b is not None, geo, out_dtype, cols)
+    cache = ConvCache(x, w, b is not None, geo, out_dtype, cols, padded)
     return y.astype(out_dtype, copy=False), cache
 
 
@@ -199,11 +206,13 @@ def conv2d_backward(dy, cache: ConvCache):
         raise ValueError(f"dy has shape {dy.shape} but the forward output had shape {expected}")
     dy = np.ascontiguousarray(dy, dtype=cache.x.dtype)
     dx, dw = _backward(dy, cache)
+    if cache.padded is not None:
+        dx = cache.padded.fold(dx)
     db = dy.sum(axis=(0, 2, 3)) if cache.has_bias else None
     return tuple(None if a is None else a.astype(cache.out_dtype, copy=False) for a in (dx, dw, db))
 
 
-def conv2d(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1):
+def conv2d(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros"):
     """2-D convolution of NCHW input; :func:`conv2d_forward` without the cache.
 
     Examples
@@ -212,6 +221,7 @@ def conv2d(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1):
     (2, 4, 8, 8)
     """
     x, w, b, geo, out_dtype = prepare_conv(x, w, b, stride, padding, dilation, groups)
+    x, geo, _ = pad_for_mode(x, geo, padding_mode)
     return _forward(x, w, b, geo)[0].astype(out_dtype, copy=False)
 
 
