@@ -7,8 +7,7 @@ import convcore as cc
 from convcore import reference
 from convcore.gradient_check import numerical_gradient, relative_error
 
-from layer_strategies import transpose_configs, transpose_out_size
-from strategies import max_rel_err
+from strategies import max_rel_err, transpose_configs, transpose_out_size
 
 
 def _arrays(cfg, seed, dtype=np.float64):

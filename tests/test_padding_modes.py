@@ -9,8 +9,7 @@ from convcore._geometry import window_geometry
 from convcore.gradient_check import numerical_gradient, relative_error
 from convcore.padding import ModePadding
 
-from layer_strategies import mode_fits, padded_conv_configs
-from strategies import arrays_for, max_rel_err
+from strategies import arrays_for, max_rel_err, mode_fits, padded_conv_configs
 
 
 def _pads(cfg):

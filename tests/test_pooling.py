@@ -7,8 +7,7 @@ import convcore as cc
 from convcore import reference
 from convcore.gradient_check import numerical_gradient, relative_error
 
-from layer_strategies import pool_configs, random_input
-from strategies import max_rel_err
+from strategies import max_rel_err, pool_configs, random_input
 
 OPS = {
     "max": (
