@@ -1,19 +1,21 @@
 """The functional convolution: forward, dW and dX as GEMMs over im2col columns.
 
-Layout inside: columns ``(groups, Cg*KH*KW, n*OH*OW)`` for a chunk of ``n`` images, so
-the forward pass, dW and the column gradient are each one batched GEMM per chunk.
+Layout inside: columns ``(C*KH*KW, n*OH*OW)`` for a chunk of ``n`` images, viewed as
+``(groups, Cg*KH*KW, n*OH*OW)``, so the forward pass, dW and the column gradient are each
+one (batched over groups) GEMM per chunk. Columns, GEMM outputs and their gradients live
+in the per-thread workspace (:mod:`convcore.workspace`), whose limit sets the chunk size.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
 from convcore._geometry import Geometry, as_pair, check_ndim, conv_geometry, resolve_dtypes
-from convcore.windows import columns, fold_columns
-from convcore.workspace import batch_chunks
+from convcore._kernels import col2im_into, im2col_into
+from convcore.workspace import batch_chunks, scratch
 
 __all__ = [
     "ConvCache",
@@ -26,13 +28,13 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, eq=False)
-class ConvCache:
+class ConvCache(NamedTuple):
     """What :func:`conv2d_backward` needs from a forward pass.
 
-    ``x`` and ``w`` are the inputs in the compute dtype; ``cols`` holds the forward pass's
-    im2col columns when the whole batch fitted in one workspace chunk, else None (backward
-    recomputes them chunk by chunk).
+    ``x`` and ``w`` are the inputs in the compute dtype (the caller's arrays themselves
+    when no conversion was needed: do not modify them in place before the backward pass).
+    The im2col columns are not kept; the backward pass recomputes them chunk by chunk
+    inside the workspace, which costs less than faulting in fresh pages to hold them.
     """
 
     x: np.ndarray
@@ -40,7 +42,6 @@ class ConvCache:
     has_bias: bool
     geo: Geometry
     out_dtype: np.dtype
-    cols: np.ndarray | None
 
 
 def prepare_conv(x, w, b, stride, padding, dilation, groups):
@@ -59,26 +60,23 @@ def prepare_conv(x, w, b, stride, padding, dilation, groups):
     geo = conv_geometry(x.shape, w.shape, stride, padding, dilation, groups)
     x = np.ascontiguousarray(x, dtype=compute)
     w = np.ascontiguousarray(w, dtype=compute)
-    b = None if b is None else b.astype(compute)
+    b = None if b is None else np.asarray(b, dtype=compute)
     return x, w, b, geo, out_dtype
 
 
-def _scratch_per_image(geo: Geometry, itemsize: int) -> int:
-    # columns, their gradient and the GEMM output of one image
-    return (2 * geo.C * geo.KH * geo.KW + geo.F) * geo.P * itemsize
-
-
-def _chunks(geo: Geometry, itemsize: int) -> list[tuple[int, int]]:
-    return list(batch_chunks(geo.N, _scratch_per_image(geo, itemsize)))
+def _chunks(geo: Geometry, itemsize: int):
+    # per image: columns and their gradient, plus the GEMM output or its gradient
+    per_image = (2 * geo.C * geo.KH * geo.KW + geo.F) * geo.P * itemsize
+    return batch_chunks(geo.N, per_image)
 
 
 def _weight_matrix(w: np.ndarray, geo: Geometry) -> np.ndarray:
     return w.reshape(geo.groups, geo.Fg, geo.window_rows)
 
 
-def _group_columns(x: np.ndarray, geo: Geometry) -> np.ndarray:
-    cols = columns(x, geo)
-    return cols.reshape(geo.groups, geo.window_rows, cols.shape[1])
+def _by_group(a: np.ndarray, geo: Geometry) -> np.ndarray:
+    """View a ``(groups * rows, m)`` matrix as ``(groups, rows, m)``."""
+    return a.reshape(geo.groups, -1, a.shape[-1])
 
 
 def _pointwise_view(a: np.ndarray, geo: Geometry, per_group: int) -> np.ndarray:
@@ -86,27 +84,30 @@ def _pointwise_view(a: np.ndarray, geo: Geometry, per_group: int) -> np.ndarray:
     return a.reshape(a.shape[0], geo.groups, per_group, -1)
 
 
+def _as_filter_major(a: np.ndarray, geo: Geometry) -> np.ndarray:
+    """View a ``(F, n*OH*OW)`` GEMM operand as ``(n, F, OH, OW)``."""
+    return a.reshape(geo.F, -1, geo.OH, geo.OW).transpose(1, 0, 2, 3)
+
+
 def _forward(x, w, b, geo: Geometry):
     wm = _weight_matrix(w, geo)
     y = np.empty((geo.N, geo.F, geo.OH, geo.OW), dtype=x.dtype)
-    chunks = _chunks(geo, x.itemsize)
-    kept = None
-    for n0, n1 in chunks:
+    for n0, n1 in _chunks(geo, x.itemsize):
         if geo.is_pointwise:
             out = _pointwise_view(y[n0:n1], geo, geo.Fg)
             np.matmul(wm, _pointwise_view(x[n0:n1], geo, geo.Cg), out=out)
             if b is not None:
                 y[n0:n1] += b[:, None, None]
             continue
-        cols = _group_columns(x[n0:n1], geo)
-        prod = np.matmul(wm, cols).reshape(geo.F, n1 - n0, geo.OH, geo.OW).transpose(1, 0, 2, 3)
+        m = (n1 - n0) * geo.P
+        cols, prod = scratch(x.dtype, (geo.C * geo.KH * geo.KW, m), (geo.groups, geo.Fg, m))
+        im2col_into(x[n0:n1], geo.kernel_args, cols)
+        np.matmul(wm, _by_group(cols, geo), out=prod)
         if b is None:
-            y[n0:n1] = prod
+            np.copyto(y[n0:n1], _as_filter_major(prod, geo))
         else:
-            np.add(prod, b[:, None, None], out=y[n0:n1])
-        if len(chunks) == 1:
-            kept = cols
-    return y, kept
+            np.add(_as_filter_major(prod, geo), b[:, None, None], out=y[n0:n1])
+    return y
 
 
 def _backward(dy, cache: ConvCache):
@@ -121,11 +122,14 @@ def _backward(dy, cache: ConvCache):
             dw += np.matmul(dys, xs.transpose(0, 1, 3, 2)).sum(axis=0)
             np.matmul(wm.transpose(0, 2, 1), dys, out=_pointwise_view(dx[n0:n1], geo, geo.Cg))
             continue
-        dY = np.ascontiguousarray(dy[n0:n1].transpose(1, 0, 2, 3)).reshape(geo.groups, geo.Fg, -1)
-        cols = cache.cols if cache.cols is not None else _group_columns(x[n0:n1], geo)
-        dw += np.matmul(dY, cols.transpose(0, 2, 1))
-        dcols = np.matmul(wm.transpose(0, 2, 1), dY)
-        fold_columns(dcols.reshape(geo.groups * geo.window_rows, -1), geo, dx[n0:n1])
+        m = (n1 - n0) * geo.P
+        rows = geo.C * geo.KH * geo.KW
+        cols, grad, dcols = scratch(x.dtype, (rows, m), (geo.groups, geo.Fg, m), (rows, m))
+        np.copyto(_as_filter_major(grad, geo), dy[n0:n1])
+        im2col_into(x[n0:n1], geo.kernel_args, cols)
+        dw += np.matmul(grad, _by_group(cols, geo).transpose(0, 2, 1))
+        np.matmul(wm.transpose(0, 2, 1), grad, out=_by_group(dcols, geo))
+        col2im_into(dcols, geo.kernel_args, dx[n0:n1])
     return dx, dw.reshape(cache.w.shape)
 
 
@@ -159,8 +163,8 @@ def conv2d_forward(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1):
            [20., 24.]])
     """
     x, w, b, geo, out_dtype = prepare_conv(x, w, b, stride, padding, dilation, groups)
-    y, cols = _forward(x, w, b, geo)
-    cache = ConvCache(x, w, b is not None, geo, out_dtype, cols)
+    y = _forward(x, w, b, geo)
+    cache = ConvCache(x, w, b is not None, geo, out_dtype)
     return y.astype(out_dtype, copy=False), cache
 
 
@@ -212,7 +216,7 @@ def conv2d(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1):
     (2, 4, 8, 8)
     """
     x, w, b, geo, out_dtype = prepare_conv(x, w, b, stride, padding, dilation, groups)
-    return _forward(x, w, b, geo)[0].astype(out_dtype, copy=False)
+    return _forward(x, w, b, geo).astype(out_dtype, copy=False)
 
 
 def _conv_param(conv_param) -> dict:
