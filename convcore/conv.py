@@ -14,7 +14,7 @@ from typing import NamedTuple
 import numpy as np
 
 from convcore._geometry import Geometry, as_pair, check_ndim, conv_geometry, resolve_dtypes
-from convcore._kernels import col2im_into, im2col_into
+from convcore._kernels import _conv_direct, _conv_direct_backward, col2im_into, im2col_into
 from convcore.workspace import batch_chunks, scratch
 
 __all__ = [
@@ -89,9 +89,25 @@ def _as_filter_major(a: np.ndarray, geo: Geometry) -> np.ndarray:
     return a.reshape(geo.F, -1, geo.OH, geo.OW).transpose(1, 0, 2, 3)
 
 
+# Below this many multiply-adds, direct loops beat im2col + GEMM (their fixed cost
+# is a few microseconds of NumPy calls).
+_DIRECT_MAX_MACS = 1 << 14
+
+
+def _is_tiny(geo: Geometry) -> bool:
+    return geo.N * geo.F * geo.P * geo.Cg * geo.KH * geo.KW <= _DIRECT_MAX_MACS
+
+
 def _forward(x, w, b, geo: Geometry):
+    shape = (geo.N, geo.F, geo.OH, geo.OW)
+    if _is_tiny(geo):
+        y = np.zeros(shape, x.dtype)
+        if b is not None:
+            y[...] = b[:, None, None]
+        _conv_direct(x, w, *geo.kernel_args, geo.groups, y)
+        return y
     wm = _weight_matrix(w, geo)
-    y = np.empty((geo.N, geo.F, geo.OH, geo.OW), dtype=x.dtype)
+    y = np.empty(shape, dtype=x.dtype)
     for n0, n1 in _chunks(geo, x.itemsize):
         if geo.is_pointwise:
             out = _pointwise_view(y[n0:n1], geo, geo.Fg)
@@ -112,14 +128,20 @@ def _forward(x, w, b, geo: Geometry):
 
 def _backward(dy, cache: ConvCache):
     geo, x = cache.geo, cache.x
+    dx = np.empty_like(x)
+    if _is_tiny(geo):
+        dw = np.empty_like(cache.w)
+        _conv_direct_backward(x, cache.w, dy, *geo.kernel_args, geo.groups, dx, dw)
+        return dx, dw
     wm = _weight_matrix(cache.w, geo)
     dw = np.zeros_like(wm)
-    dx = np.empty_like(x)
     for n0, n1 in _chunks(geo, x.itemsize):
         if geo.is_pointwise:
             dys = _pointwise_view(dy[n0:n1], geo, geo.Fg)
             xs = _pointwise_view(x[n0:n1], geo, geo.Cg)
-            dw += np.matmul(dys, xs.transpose(0, 1, 3, 2)).sum(axis=0)
+            (per_image,) = scratch(x.dtype, (n1 - n0, geo.groups, geo.Fg, geo.Cg))
+            np.matmul(dys, xs.transpose(0, 1, 3, 2), out=per_image)
+            dw += per_image.sum(axis=0)
             np.matmul(wm.transpose(0, 2, 1), dys, out=_pointwise_view(dx[n0:n1], geo, geo.Cg))
             continue
         m = (n1 - n0) * geo.P

@@ -82,9 +82,9 @@ def scratch(dtype, *shapes) -> list[np.ndarray]:
     sizes = [-(-n * dtype.itemsize // _ALIGN) * _ALIGN for n in counts]
     buf = getattr(_local, "buffer", None)
     total = sum(sizes)
-    if buf is None or buf.size < total or buf.size > max(total, _limit):
-        _local.buffer = buf = np.empty(total, dtype=np.uint8)
-    out, start = [], 0
+    if buf is None or buf.size < total + _ALIGN or buf.size > max(total, _limit) + _ALIGN:
+        _local.buffer = buf = np.empty(total + _ALIGN, dtype=np.uint8)
+    out, start = [], -buf.ctypes.data % _ALIGN
     for shape, n, size in zip(shapes, counts, sizes, strict=True):
         out.append(buf[start : start + n * dtype.itemsize].view(dtype).reshape(shape))
         start += size

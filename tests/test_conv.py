@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 import convcore as cc
 from convcore import reference
 
-from strategies import arrays_for, conv_configs, max_rel_err
+from strategies import ENGINE_PATHS, arrays_for, conv_configs, engine_path, max_rel_err
 
 
 def engine_and_reference(x, w, b, opts, dy_seed=1, ref_dtype=np.float64):
@@ -17,9 +17,11 @@ def engine_and_reference(x, w, b, opts, dy_seed=1, ref_dtype=np.float64):
     return (y, *cc.conv2d_backward(dy, cache)), (yr, *reference.conv2d_backward(as_ref(dy), cr))
 
 
-@given(conv_configs(), st.integers(0, 2**16))
-def test_float64_agrees_with_reference(cfg, seed):
-    got, want = engine_and_reference(*arrays_for(cfg, seed), cfg["opts"])
+@pytest.mark.parametrize("path", ENGINE_PATHS)
+@given(cfg=conv_configs(), seed=st.integers(0, 2**16))
+def test_float64_agrees_with_reference(path, cfg, seed):
+    with engine_path(path):
+        got, want = engine_and_reference(*arrays_for(cfg, seed), cfg["opts"])
     for name, g, r in zip(("y", "dx", "dw", "db"), got, want):
         if r is None:
             assert g is None
@@ -28,9 +30,11 @@ def test_float64_agrees_with_reference(cfg, seed):
         assert max_rel_err(g, r) <= 1e-10, name
 
 
-@given(conv_configs(), st.integers(0, 2**16))
-def test_float32_agrees_with_float64_reference(cfg, seed):
-    got, want = engine_and_reference(*arrays_for(cfg, seed, np.float32), cfg["opts"])
+@pytest.mark.parametrize("path", ENGINE_PATHS)
+@given(cfg=conv_configs(), seed=st.integers(0, 2**16))
+def test_float32_agrees_with_float64_reference(path, cfg, seed):
+    with engine_path(path):
+        got, want = engine_and_reference(*arrays_for(cfg, seed, np.float32), cfg["opts"])
     for name, g, r in zip(("y", "dx", "dw", "db"), got, want):
         if r is None:
             assert g is None
@@ -51,9 +55,11 @@ def test_float32_agrees_with_float64_reference(cfg, seed):
         ((2, 2, 9, 4), (3, 2, 2, 3), dict(stride=(3, 1), padding=((2, 0), (0, 1)), dilation=(2, 1))),
     ],
 )
-def test_edge_configurations(x_shape, w_shape, opts):
+@pytest.mark.parametrize("path", ENGINE_PATHS)
+def test_edge_configurations(x_shape, w_shape, opts, path):
     cfg = dict(x=x_shape, w=w_shape, bias=True)
-    got, want = engine_and_reference(*arrays_for(cfg, 3), opts)
+    with engine_path(path):
+        got, want = engine_and_reference(*arrays_for(cfg, 3), opts)
     for g, r in zip(got, want):
         assert max_rel_err(g, r) <= 1e-10
 
