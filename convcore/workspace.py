@@ -83,6 +83,7 @@ def scratch(dtype, *shapes) -> list[np.ndarray]:
     buf = getattr(_local, "buffer", None)
     total = sum(sizes)
     if buf is None or buf.size < total + _ALIGN or buf.size > max(total, _limit) + _ALIGN:
+        _local.buffer = buf = None  # free the old buffer before allocating its successor
         _local.buffer = buf = np.empty(total + _ALIGN, dtype=np.uint8)
     out, start = [], -buf.ctypes.data % _ALIGN
     for shape, n, size in zip(shapes, counts, sizes, strict=True):
