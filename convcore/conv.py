@@ -1,9 +1,15 @@
 """The functional convolution: forward, dW and dX as GEMMs over im2col columns.
 
-Layout inside: columns ``(C*KH*KW, n*OH*OW)`` for a chunk of ``n`` images, viewed as
-``(groups, Cg*KH*KW, n*OH*OW)``, so the forward pass, dW and the column gradient are each
-one (batched over groups) GEMM per chunk. Columns, GEMM outputs and their gradients live
-in the per-thread workspace (:mod:`convcore.workspace`), whose limit sets the chunk size.
+Three strategies, chosen per call from the geometry:
+
+- im2col + GEMM (the general case): columns ``(C*KH*KW, n*OH*OW)`` for a chunk of ``n``
+  images, viewed per group as ``(Cg*KH*KW, n*OH*OW)``, so the forward pass, dW and the
+  column gradient are one BLAS product per group and chunk; col2im folds the column
+  gradient into dx. Columns, GEMM outputs and their gradients live in the per-thread
+  workspace (:mod:`convcore.workspace`), whose limit sets the chunk size.
+- 1x1, stride 1, no padding: plain GEMMs on the input itself, no im2col.
+- tiny problems (at most ``_DIRECT_MAX_MACS`` multiply-adds): direct Numba loops, whose
+  fixed cost is lower than the NumPy calls around a GEMM.
 """
 
 from __future__ import annotations
