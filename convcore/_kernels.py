@@ -7,39 +7,17 @@ Column layout: ``cols[r, n * P + oh * OW + ow]`` with ``r = (c * KH + kh) * KW +
 ``P = OH * OW``: a ``(C*KH*KW, N*P)`` matrix, so one GEMM per group covers a whole batch.
 
 Each kernel processes a range ``[lo, hi)`` of independent jobs whose writes never overlap;
-:func:`run_split` spreads the jobs over a small pool of Python threads (the kernels release
-the GIL). Python threads are used rather than Numba's ``parallel=True`` because an OpenMP
-or workqueue team waiting for cores that BLAS threads are still spinning on stalls for
-milliseconds between a kernel and a GEMM, and because Numba's parallel layers cannot all
-be entered from several Python threads at once.
+:func:`convcore._threads.run_split` spreads the jobs over a few Python threads (the
+kernels release the GIL).
 """
 
 from __future__ import annotations
 
-import os
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 
 import numba
 
-# below this many written elements a kernel runs on the calling thread only
-_MIN_PARALLEL_WORK = 1 << 16
-
-
-def _default_threads() -> int:
-    raw = os.environ.get("CONVCORE_NUM_THREADS")
-    if raw is not None:
-        if not raw.isdigit() or int(raw) < 1:
-            raise ValueError(f"CONVCORE_NUM_THREADS must be a positive integer, got {raw!r}")
-        return int(raw)
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-_THREADS = _default_threads()
-_pool: ThreadPoolExecutor | None = None
+from convcore._threads import run_split
 
 
 def _jit(func):
@@ -169,23 +147,6 @@ def _col2im(cols, KH, KW, sh, sw, dh, dw, pt, pl, OH, OW, x, lo, hi):
                 for oh in range(h_lo, h_hi):
                     dst = plane + (oh * sh + kh * dh - pt) * W + off
                     _add_row(xf, dst + w_lo * sw, cf, base + oh * OW + w_lo, w_hi - w_lo, sw)
-
-
-def run_split(kernel, args, n_jobs: int, work: int) -> None:
-    """Run ``kernel(*args, lo, hi)`` over ``[0, n_jobs)``, split across threads when
-    ``work`` (elements written) is large enough to pay for it."""
-    global _pool
-    threads = min(_THREADS, n_jobs)
-    if threads <= 1 or work < _MIN_PARALLEL_WORK:
-        kernel(*args, 0, n_jobs)
-        return
-    if _pool is None:
-        _pool = ThreadPoolExecutor(max_workers=_THREADS - 1, thread_name_prefix="convcore")
-    bounds = [n_jobs * i // threads for i in range(threads + 1)]
-    futures = [_pool.submit(kernel, *args, bounds[i], bounds[i + 1]) for i in range(1, threads)]
-    kernel(*args, bounds[0], bounds[1])
-    for f in futures:
-        f.result()
 
 
 def _check_contiguous(*arrays) -> None:

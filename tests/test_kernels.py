@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import convcore as cc
-from convcore import _kernels
+from convcore import _kernels, _threads
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,8 +41,8 @@ def test_results_are_bitwise_reproducible(dtype):
 def test_threaded_split_equals_single_thread(monkeypatch):
     x, w, b = _problem(np.float64)
     split = _fwd_bwd(x, w, b, padding=2, dilation=2)
-    assert x.size * 9 >= _kernels._MIN_PARALLEL_WORK  # the split path really ran
-    monkeypatch.setattr(_kernels, "_THREADS", 1)
+    assert x.size * 9 >= _threads._MIN_PARALLEL_WORK  # the split path really ran
+    monkeypatch.setattr(_threads, "_THREADS", 1)
     single = _fwd_bwd(x, w, b, padding=2, dilation=2)
     for a, c in zip(split, single, strict=True):
         np.testing.assert_array_equal(a, c)
@@ -50,7 +50,7 @@ def test_threaded_split_equals_single_thread(monkeypatch):
 
 @pytest.mark.parametrize("threads", [3, 7])
 def test_run_split_covers_every_job_once(monkeypatch, threads):
-    monkeypatch.setattr(_kernels, "_THREADS", threads)
+    monkeypatch.setattr(_threads, "_THREADS", threads)
     seen = np.zeros(50, np.int64)
     lock = threading.Lock()
 
@@ -58,7 +58,7 @@ def test_run_split_covers_every_job_once(monkeypatch, threads):
         with lock:
             out[lo:hi] += 1
 
-    _kernels.run_split(job, (seen,), 50, work=1 << 30)
+    _threads.run_split(job, (seen,), 50, work=1 << 30)
     np.testing.assert_array_equal(seen, 1)
 
 
