@@ -7,15 +7,14 @@ that the engine, the kernels and the reference all read.
 from __future__ import annotations
 
 import numbers
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
 __all__ = ["Geometry", "as_pair", "window_geometry", "conv_geometry", "resolve_dtypes"]
 
 
-@dataclass(frozen=True)
-class Geometry:
+class Geometry(NamedTuple):
     """Shapes, strides and paddings of one sliding-window operation (NCHW).
 
     ``pt, pb, pl, pr`` are the zero padding at top, bottom, left and right;
@@ -82,6 +81,8 @@ class Geometry:
 
 
 def _as_int(value, name: str, minimum: int) -> int:
+    if type(value) is int and value >= minimum:  # the common case, checked cheaply
+        return value
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {value!r} of type {type(value).__name__}")
     value = int(value)
@@ -98,6 +99,8 @@ def as_pair(value, name: str, minimum: int = 1) -> tuple[int, int]:
     >>> as_pair(3, "stride"), as_pair((1, 2), "stride")
     ((3, 3), (1, 2))
     """
+    if type(value) is int and value >= minimum:
+        return (value, value)
     if isinstance(value, (tuple, list)):
         if len(value) != 2:
             raise ValueError(f"{name} must be an int or a pair (h, w), got {value!r}")

@@ -1,20 +1,28 @@
 """The functional convolution: forward, dW and dX as GEMMs over im2col columns.
 
-Layout inside: columns ``(groups, Cg*KH*KW, n*OH*OW)`` for a chunk of ``n`` images, so
-the forward pass, dW and the column gradient are each one batched GEMM per chunk.
+Three strategies, chosen per call from the geometry:
+
+- im2col + GEMM (the general case): columns ``(C*KH*KW, n*OH*OW)`` for a chunk of ``n``
+  images, viewed per group as ``(Cg*KH*KW, n*OH*OW)``, so the forward pass, dW and the
+  column gradient are one BLAS product per group and chunk; col2im folds the column
+  gradient into dx. Columns, GEMM outputs and their gradients live in the per-thread
+  workspace (:mod:`convcore.workspace`), whose limit sets the chunk size.
+- 1x1, stride 1, no padding: plain GEMMs on the input itself, no im2col.
+- tiny problems (at most ``_DIRECT_MAX_MACS`` multiply-adds): direct Numba loops, whose
+  fixed cost is lower than the NumPy calls around a GEMM.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
 from convcore._geometry import Geometry, as_pair, check_ndim, conv_geometry, resolve_dtypes
+from convcore._kernels import _conv_direct, _conv_direct_backward, col2im_into, im2col_into
 from convcore.padding import ModePadding, pad_for_mode
-from convcore.windows import columns, fold_columns
-from convcore.workspace import batch_chunks
+from convcore.workspace import batch_chunks, scratch
 
 __all__ = [
     "ConvCache",
@@ -27,15 +35,15 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, eq=False)
-class ConvCache:
+class ConvCache(NamedTuple):
     """What :func:`conv2d_backward` needs from a forward pass.
 
-    ``x`` and ``w`` are the inputs in the compute dtype; ``cols`` holds the forward pass's
-    im2col columns when the whole batch fitted in one workspace chunk, else None (backward
-    recomputes them chunk by chunk). ``padded`` is set for a padding_mode other than
-    'zeros': ``x`` is then the explicitly padded input and ``padded.fold`` maps its
-    gradient back.
+    ``x`` and ``w`` are the inputs in the compute dtype (the caller's arrays themselves
+    when no conversion was needed: do not modify them in place before the backward pass).
+    The im2col columns are not kept; the backward pass recomputes them chunk by chunk
+    inside the workspace, which costs less than faulting in fresh pages to hold them.
+    ``padded`` is set for a padding_mode other than 'zeros': ``x`` is then the explicitly
+    padded input and ``padded.fold`` maps its gradient back.
     """
 
     x: np.ndarray
@@ -43,7 +51,6 @@ class ConvCache:
     has_bias: bool
     geo: Geometry
     out_dtype: np.dtype
-    cols: np.ndarray | None
     padded: ModePadding | None = None
 
 
@@ -63,26 +70,23 @@ def prepare_conv(x, w, b, stride, padding, dilation, groups):
     geo = conv_geometry(x.shape, w.shape, stride, padding, dilation, groups)
     x = np.ascontiguousarray(x, dtype=compute)
     w = np.ascontiguousarray(w, dtype=compute)
-    b = None if b is None else b.astype(compute)
+    b = None if b is None else np.asarray(b, dtype=compute)
     return x, w, b, geo, out_dtype
 
 
-def _scratch_per_image(geo: Geometry, itemsize: int) -> int:
-    # columns, their gradient and the GEMM output of one image
-    return (2 * geo.C * geo.KH * geo.KW + geo.F) * geo.P * itemsize
-
-
-def _chunks(geo: Geometry, itemsize: int) -> list[tuple[int, int]]:
-    return list(batch_chunks(geo.N, _scratch_per_image(geo, itemsize)))
+def _chunks(geo: Geometry, itemsize: int):
+    # per image: columns and their gradient, plus the GEMM output or its gradient
+    per_image = (2 * geo.C * geo.KH * geo.KW + geo.F) * geo.P * itemsize
+    return batch_chunks(geo.N, per_image)
 
 
 def _weight_matrix(w: np.ndarray, geo: Geometry) -> np.ndarray:
     return w.reshape(geo.groups, geo.Fg, geo.window_rows)
 
 
-def _group_columns(x: np.ndarray, geo: Geometry) -> np.ndarray:
-    cols = columns(x, geo)
-    return cols.reshape(geo.groups, geo.window_rows, cols.shape[1])
+def _by_group(a: np.ndarray, geo: Geometry) -> np.ndarray:
+    """View a ``(groups * rows, m)`` matrix as ``(groups, rows, m)``."""
+    return a.reshape(geo.groups, -1, a.shape[-1])
 
 
 def _pointwise_view(a: np.ndarray, geo: Geometry, per_group: int) -> np.ndarray:
@@ -90,46 +94,89 @@ def _pointwise_view(a: np.ndarray, geo: Geometry, per_group: int) -> np.ndarray:
     return a.reshape(a.shape[0], geo.groups, per_group, -1)
 
 
+def _as_filter_major(a: np.ndarray, geo: Geometry) -> np.ndarray:
+    """View a ``(F, n*OH*OW)`` GEMM operand as ``(n, F, OH, OW)``."""
+    return a.reshape(geo.F, -1, geo.OH, geo.OW).transpose(1, 0, 2, 3)
+
+
+# Below this many multiply-adds, direct loops beat im2col + GEMM (their fixed cost
+# is a few microseconds of NumPy calls).
+_DIRECT_MAX_MACS = 1 << 14
+
+
+def _is_tiny(geo: Geometry) -> bool:
+    return geo.N * geo.F * geo.P * geo.Cg * geo.KH * geo.KW <= _DIRECT_MAX_MACS
+
+
+def _matmul_each(a, b, out) -> None:
+    """``out[i] = a[i] @ b[i]``, one 2-D BLAS product per leading index.
+
+    NumPy's stacked matmul leaves BLAS for transposed operands (3x slower dW measured on
+    the cifar_c32_16_k3 anchor); 2-D products with transposed views stay in BLAS.
+    """
+    for i in range(out.shape[0]):
+        np.matmul(a[i], b[i], out=out[i])
+
+
 def _forward(x, w, b, geo: Geometry):
+    shape = (geo.N, geo.F, geo.OH, geo.OW)
+    if _is_tiny(geo):
+        y = np.zeros(shape, x.dtype)
+        if b is not None:
+            y[...] = b[:, None, None]
+        _conv_direct(x, w, *geo.kernel_args, geo.groups, y)
+        return y
     wm = _weight_matrix(w, geo)
-    y = np.empty((geo.N, geo.F, geo.OH, geo.OW), dtype=x.dtype)
-    chunks = _chunks(geo, x.itemsize)
-    kept = None
-    for n0, n1 in chunks:
+    y = np.empty(shape, dtype=x.dtype)
+    for n0, n1 in _chunks(geo, x.itemsize):
         if geo.is_pointwise:
-            out = _pointwise_view(y[n0:n1], geo, geo.Fg)
-            np.matmul(wm, _pointwise_view(x[n0:n1], geo, geo.Cg), out=out)
+            xs, ys = _pointwise_view(x[n0:n1], geo, geo.Cg), _pointwise_view(y[n0:n1], geo, geo.Fg)
+            for n in range(n1 - n0):
+                _matmul_each(wm, xs[n], ys[n])
             if b is not None:
                 y[n0:n1] += b[:, None, None]
             continue
-        cols = _group_columns(x[n0:n1], geo)
-        prod = np.matmul(wm, cols).reshape(geo.F, n1 - n0, geo.OH, geo.OW).transpose(1, 0, 2, 3)
+        m = (n1 - n0) * geo.P
+        cols, prod = scratch(x.dtype, (geo.C * geo.KH * geo.KW, m), (geo.groups, geo.Fg, m))
+        im2col_into(x[n0:n1], geo.kernel_args, cols)
+        _matmul_each(wm, _by_group(cols, geo), prod)
         if b is None:
-            y[n0:n1] = prod
+            np.copyto(y[n0:n1], _as_filter_major(prod, geo))
         else:
-            np.add(prod, b[:, None, None], out=y[n0:n1])
-        if len(chunks) == 1:
-            kept = cols
-    return y, kept
+            np.add(_as_filter_major(prod, geo), b[:, None, None], out=y[n0:n1])
+    return y
 
 
 def _backward(dy, cache: ConvCache):
     geo, x = cache.geo, cache.x
-    wm = _weight_matrix(cache.w, geo)
-    dw = np.zeros_like(wm)
     dx = np.empty_like(x)
+    if _is_tiny(geo):
+        dw = np.empty_like(cache.w)
+        _conv_direct_backward(x, cache.w, dy, *geo.kernel_args, geo.groups, dx, dw)
+        return dx, dw
+    wm = _weight_matrix(cache.w, geo)
+    wmT = wm.transpose(0, 2, 1)
+    dw = np.zeros_like(wm)
+    part = np.empty_like(wm)
     for n0, n1 in _chunks(geo, x.itemsize):
         if geo.is_pointwise:
             dys = _pointwise_view(dy[n0:n1], geo, geo.Fg)
             xs = _pointwise_view(x[n0:n1], geo, geo.Cg)
-            dw += np.matmul(dys, xs.transpose(0, 1, 3, 2)).sum(axis=0)
-            np.matmul(wm.transpose(0, 2, 1), dys, out=_pointwise_view(dx[n0:n1], geo, geo.Cg))
+            dxs = _pointwise_view(dx[n0:n1], geo, geo.Cg)
+            for n in range(n1 - n0):
+                _matmul_each(wmT, dys[n], dxs[n])
+                _matmul_each(dys[n], xs[n].transpose(0, 2, 1), part)
+                dw += part
             continue
-        dY = np.ascontiguousarray(dy[n0:n1].transpose(1, 0, 2, 3)).reshape(geo.groups, geo.Fg, -1)
-        cols = cache.cols if cache.cols is not None else _group_columns(x[n0:n1], geo)
-        dw += np.matmul(dY, cols.transpose(0, 2, 1))
-        dcols = np.matmul(wm.transpose(0, 2, 1), dY)
-        fold_columns(dcols.reshape(geo.groups * geo.window_rows, -1), geo, dx[n0:n1])
+        m = (n1 - n0) * geo.P
+        rows = geo.C * geo.KH * geo.KW
+        cols, grad, dcols = scratch(x.dtype, (rows, m), (geo.groups, geo.Fg, m), (rows, m))
+        np.copyto(_as_filter_major(grad, geo), dy[n0:n1])
+        im2col_into(x[n0:n1], geo.kernel_args, cols)
+        _matmul_each(grad, _by_group(cols, geo).transpose(0, 2, 1), part)
+        dw += part
+        _matmul_each(wmT, grad, _by_group(dcols, geo))
+        col2im_into(dcols, geo.kernel_args, dx[n0:n1])
     return dx, dw.reshape(cache.w.shape)
 
 
@@ -166,8 +213,8 @@ def conv2d_forward(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1, p
     """
     x, w, b, geo, out_dtype = prepare_conv(x, w, b, stride, padding, dilation, groups)
     x, geo, padded = pad_for_mode(x, geo, padding_mode)
-    y, cols = _forward(x, w, b, geo)
-    cache = ConvCache(x, w, b is not None, geo, out_dtype, cols, padded)
+    y = _forward(x, w, b, geo)
+    cache = ConvCache(x, w, b is not None, geo, out_dtype, padded)
     return y.astype(out_dtype, copy=False), cache
 
 
@@ -222,7 +269,7 @@ def conv2d(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1, padding_m
     """
     x, w, b, geo, out_dtype = prepare_conv(x, w, b, stride, padding, dilation, groups)
     x, geo, _ = pad_for_mode(x, geo, padding_mode)
-    return _forward(x, w, b, geo)[0].astype(out_dtype, copy=False)
+    return _forward(x, w, b, geo).astype(out_dtype, copy=False)
 
 
 def _conv_param(conv_param) -> dict:

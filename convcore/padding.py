@@ -14,7 +14,7 @@ Per axis of size ``n``, padded position ``i`` (from ``-before`` to ``n + after -
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -106,5 +106,5 @@ def pad_for_mode(x: np.ndarray, geo: Geometry, mode) -> tuple[np.ndarray, Geomet
         return x, geo, None
     padding = ModePadding.create(mode, geo.H, geo.W, geo.pt, geo.pb, geo.pl, geo.pr)
     xp = padding.pad(x)
-    geo = replace(geo, H=xp.shape[2], W=xp.shape[3], pt=0, pb=0, pl=0, pr=0)
+    geo = geo._replace(H=xp.shape[2], W=xp.shape[3], pt=0, pb=0, pl=0, pr=0)
     return xp, geo, padding

@@ -10,7 +10,7 @@ left padding.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -77,7 +77,7 @@ def pool_geometry(x_shape, opts: PoolOptions) -> Geometry:
 
 def _planes(geo: Geometry) -> Geometry:
     """The geometry of the same windows over ``(N*C, 1, H, W)``: one column per output element."""
-    return replace(geo, N=geo.N * geo.C, C=1)
+    return geo._replace(N=geo.N * geo.C, C=1)
 
 
 def _prepare(x, opts: PoolOptions):
@@ -106,7 +106,7 @@ def _pad_to_windows(a: np.ndarray, geo: Geometry, value) -> tuple[np.ndarray, Ge
     right = max((geo.OW - 1) * geo.sw + geo.dw * (geo.KW - 1) + 1 - geo.pl - geo.W, 0)
     pads = ((0, 0), (0, 0), (geo.pt, bottom), (geo.pl, right))
     a = np.pad(a, pads, constant_values=value)
-    return a, replace(geo, H=a.shape[2], W=a.shape[3], pt=0, pb=0, pl=0, pr=0)
+    return a, geo._replace(H=a.shape[2], W=a.shape[3], pt=0, pb=0, pl=0, pr=0)
 
 
 def _max_forward(x: np.ndarray, geo: Geometry):
@@ -117,8 +117,8 @@ def _max_forward(x: np.ndarray, geo: Geometry):
     y = cols[arg, np.arange(cols.shape[1])]
     stuck = np.flatnonzero(y == -np.inf)
     if stuck.size:  # a window whose maximum is -inf: its first element inside the input
-        inside, _ = _pad_to_windows(np.ones((1, 1, geo.H, geo.W), x.dtype), replace(planes, N=1), 0)
-        arg[stuck] = columns(inside, replace(padded, N=1))[:, stuck % geo.P].argmax(axis=0)
+        inside, _ = _pad_to_windows(np.ones((1, 1, geo.H, geo.W), x.dtype), planes._replace(N=1), 0)
+        arg[stuck] = columns(inside, padded._replace(N=1))[:, stuck % geo.P].argmax(axis=0)
     return y.reshape(geo.N, geo.C, geo.OH, geo.OW), arg, padded
 
 

@@ -7,9 +7,13 @@ The limit is read from the environment variable ``CONVCORE_WORKSPACE_MB`` at imp
 
 from __future__ import annotations
 
+import math
 import os
+import threading
 
-__all__ = ["get_workspace_limit", "set_workspace_limit", "batch_chunks"]
+import numpy as np
+
+__all__ = ["get_workspace_limit", "set_workspace_limit", "batch_chunks", "scratch", "release_workspace"]
 
 _DEFAULT_MB = 256
 
@@ -53,8 +57,41 @@ def set_workspace_limit(nbytes: int) -> int:
     return previous
 
 
-def batch_chunks(n_images: int, bytes_per_image: int):
-    """Yield ``(start, stop)`` ranges of images whose scratch fits in the limit."""
+def batch_chunks(n_images: int, bytes_per_image: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` ranges of images whose scratch fits in the limit."""
     per_chunk = max(1, _limit // max(bytes_per_image, 1))
-    for start in range(0, n_images, per_chunk):
-        yield start, min(start + per_chunk, n_images)
+    return [(start, min(start + per_chunk, n_images)) for start in range(0, n_images, per_chunk)]
+
+
+_ALIGN = 64
+_SMALL = 4096  # elements
+_local = threading.local()
+
+
+def scratch(dtype, *shapes) -> list[np.ndarray]:
+    """Uninitialised arrays of the given shapes, carved from this thread's workspace buffer.
+
+    The buffer is reused from call to call (no fresh pages to fault in) and grows to the
+    largest request seen; every request is planned by :func:`batch_chunks` to fit the limit.
+    The arrays are only valid until the next call of this function on the same thread.
+    """
+    counts = [math.prod(s) for s in shapes]
+    if sum(counts) <= _SMALL:  # cheaper to allocate than to carve
+        return [np.empty(s, dtype=dtype) for s in shapes]
+    dtype = np.dtype(dtype)
+    sizes = [-(-n * dtype.itemsize // _ALIGN) * _ALIGN for n in counts]
+    buf = getattr(_local, "buffer", None)
+    total = sum(sizes)
+    if buf is None or buf.size < total + _ALIGN or buf.size > max(total, _limit) + _ALIGN:
+        _local.buffer = buf = None  # free the old buffer before allocating its successor
+        _local.buffer = buf = np.empty(total + _ALIGN, dtype=np.uint8)
+    out, start = [], -buf.ctypes.data % _ALIGN
+    for shape, n, size in zip(shapes, counts, sizes, strict=True):
+        out.append(buf[start : start + n * dtype.itemsize].view(dtype).reshape(shape))
+        start += size
+    return out
+
+
+def release_workspace() -> None:
+    """Free this thread's workspace buffer (it is reallocated on the next convolution)."""
+    _local.buffer = None

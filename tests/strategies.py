@@ -1,5 +1,7 @@
 """Hypothesis strategies for valid convolution configurations (small, so the reference is quick)."""
 
+import contextlib
+
 import numpy as np
 from hypothesis import strategies as st
 
@@ -64,6 +66,22 @@ def max_rel_err(got, want):
     want = np.asarray(want, dtype=np.float64)
     scale = max(np.abs(want).max(initial=0.0), 1e-300)
     return float(np.abs(np.asarray(got, dtype=np.float64) - want).max(initial=0.0) / scale)
+
+
+@contextlib.contextmanager
+def engine_path(path):
+    """Force the engine onto one strategy: 'direct' loops or 'gemm' (im2col + GEMM)."""
+    import convcore.conv as conv
+
+    old = conv._DIRECT_MAX_MACS
+    conv._DIRECT_MAX_MACS = {"direct": 1 << 62, "gemm": -1}[path]
+    try:
+        yield
+    finally:
+        conv._DIRECT_MAX_MACS = old
+
+
+ENGINE_PATHS = ("gemm", "direct")
 
 
 # --- layer operations: padding modes, transposed convolution, pooling ---

@@ -6,14 +6,16 @@ from hypothesis import strategies as st
 import convcore as cc
 from convcore.gradient_check import numerical_gradient, relative_error
 
-from strategies import arrays_for, conv_configs
+from strategies import ENGINE_PATHS, arrays_for, conv_configs, engine_path
 
 
+@pytest.mark.parametrize("path", ENGINE_PATHS)
 @settings(max_examples=40)
-@given(conv_configs(max_batch=2), st.integers(0, 2**16))
-def test_engine_gradients_match_numerical_gradients(cfg, seed):
+@given(cfg=conv_configs(max_batch=2), seed=st.integers(0, 2**16))
+def test_engine_gradients_match_numerical_gradients(path, cfg, seed):
     x, w, b = arrays_for(cfg, seed)
-    errors = cc.gradcheck(x, w, b, **cfg["opts"], seed=seed)
+    with engine_path(path):
+        errors = cc.gradcheck(x, w, b, **cfg["opts"], seed=seed)
     assert set(errors) == ({"dx", "dw", "db"} if cfg["bias"] else {"dx", "dw"})
     assert max(errors.values()) <= 1e-7, errors
 

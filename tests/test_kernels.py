@@ -1,0 +1,135 @@
+"""The window kernels: thread splitting, determinism, concurrency, and the no-cache fallback."""
+
+import os
+import subprocess
+import sys
+import threading
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import convcore as cc
+from convcore import _kernels, _threads
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _fwd_bwd(x, w, b, **opts):
+    y, cache = cc.conv2d_forward(x, w, b, **opts)
+    dy = np.cos(np.arange(y.size, dtype=y.dtype)).reshape(y.shape)
+    return (y, *cc.conv2d_backward(dy, cache))
+
+
+def _problem(dtype=np.float32, n=6):
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((n, 8, 20, 20)).astype(dtype)
+    w = rng.standard_normal((12, 8, 3, 3)).astype(dtype)
+    return x, w, rng.standard_normal(12).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_results_are_bitwise_reproducible(dtype):
+    x, w, b = _problem(dtype)
+    first = _fwd_bwd(x, w, b, padding=1, stride=(1, 2))
+    for _ in range(3):
+        for a, c in zip(first, _fwd_bwd(x, w, b, padding=1, stride=(1, 2)), strict=True):
+            assert a.tobytes() == c.tobytes()
+
+
+def test_threaded_split_equals_single_thread(monkeypatch):
+    x, w, b = _problem(np.float64)
+    split = _fwd_bwd(x, w, b, padding=2, dilation=2)
+    assert x.size * 9 >= _threads._MIN_PARALLEL_WORK  # the split path really ran
+    monkeypatch.setattr(_threads, "_THREADS", 1)
+    single = _fwd_bwd(x, w, b, padding=2, dilation=2)
+    for a, c in zip(split, single, strict=True):
+        np.testing.assert_array_equal(a, c)
+
+
+@pytest.mark.parametrize("threads", [3, 7])
+def test_run_split_covers_every_job_once(monkeypatch, threads):
+    monkeypatch.setattr(_threads, "_THREADS", threads)
+    seen = np.zeros(50, np.int64)
+    lock = threading.Lock()
+
+    def job(out, lo, hi):
+        with lock:
+            out[lo:hi] += 1
+
+    _threads.run_split(job, (seen,), 50, work=1 << 30)
+    np.testing.assert_array_equal(seen, 1)
+
+
+def test_concurrent_calls_match_sequential_calls():
+    problems = [_problem(dt, n) for dt in (np.float32, np.float64) for n in (1, 5, 9)]
+    expected = [_fwd_bwd(*p, padding="same") for p in problems]
+    results = [None] * (4 * len(problems))
+
+    def worker(i):
+        results[i] = _fwd_bwd(*problems[i % len(problems)], padding="same")
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(results))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i, got in enumerate(results):
+        for a, c in zip(got, expected[i % len(problems)], strict=True):
+            assert a.tobytes() == c.tobytes()
+
+
+def test_kernels_refuse_non_contiguous_buffers():
+    x = np.zeros((2, 1, 4, 4))
+    cols = np.zeros((4, 2 * 9 * 2))[:, ::2]
+    with pytest.raises(ValueError, match="C-contiguous"):
+        _kernels.im2col_into(x, (2, 2, 1, 1, 1, 1, 0, 0, 3, 3), cols)
+
+
+def test_bad_thread_count_in_environment():
+    env = {**os.environ, "CONVCORE_NUM_THREADS": "zero"}
+    proc = subprocess.run([sys.executable, "-c", "import convcore"], env=env, capture_output=True, text=True)
+    assert (
+        proc.returncode != 0 and "CONVCORE_NUM_THREADS must be a positive integer, got 'zero'" in proc.stderr
+    )
+
+
+SCRIPT = """
+import numpy as np, convcore as cc
+for dt in (np.float32, np.float64):
+    y, cache = cc.conv2d_forward(np.ones((2, 3, 9, 9), dt), np.ones((4, 3, 3, 3), dt), padding=1)
+    dx, dw, db = cc.conv2d_backward(np.ones_like(y), cache)
+    y2, cache = cc.conv2d_forward(np.ones((1, 1, 3, 3), dt), np.ones((1, 1, 2, 2), dt))
+    assert y[0, 0, 4, 4] == 27 and dw[0, 0, 1, 1] == 162 and y2.sum() == 16
+print("ok")
+"""
+
+
+def test_works_where_no_cache_can_be_written(tmp_path):
+    # Imported from a zip archive, the kernels have no source directory Numba could cache
+    # next to; with the user cache pointed at a file, no cache location exists at all.
+    archive = tmp_path / "convcore.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for path in (ROOT / "convcore").rglob("*.py"):
+            z.write(path, path.relative_to(ROOT).as_posix())
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    env.update(PYTHONPATH=str(archive), XDG_CACHE_HOME=str(blocker), HOME=str(blocker))
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"
+    assert "Traceback" not in proc.stderr
+    assert "compiled in memory" in proc.stderr  # one clear warning, not one per kernel
+    assert proc.stderr.count("RuntimeWarning") == 1
+
+
+def test_numba_cache_dir_is_used(tmp_path):
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache")}
+    for _ in range(2):
+        proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True)
+        assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+    assert list((tmp_path / "cache").rglob("*.nbi"))
