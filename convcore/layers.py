@@ -1,8 +1,9 @@
 """Layers for small NumPy networks: Conv2D, ConvTranspose2D, MaxPool2D and AvgPool2D.
 
 Each layer has ``forward(x)`` (also ``layer(x)``), which keeps what the backward pass
-needs, and ``backward(dy) -> dx``, which also fills ``grads``. ``params`` and ``grads``
-map ``'w'`` and ``'b'`` to arrays; an optimiser updates ``params`` in place, for example
+needs, and ``backward(dy) -> dx``, which also writes ``grads`` in place (the arrays stay
+the same objects). ``params`` and ``grads`` map ``'w'`` and ``'b'`` to arrays; an
+optimiser updates ``params`` in place, for example
 ``layer.params['w'] -= lr * layer.grads['w']``. Pooling layers have no parameters.
 
 Initialisation is PyTorch's default for its convolution layers: Kaiming-uniform with
@@ -93,9 +94,10 @@ class Layer:
         return x
 
     def _store_grads(self, dw, db):
-        self.grads["w"] = dw.astype(self.params["w"].dtype, copy=False)
+        """Write the gradients into the ``grads`` arrays, in place, in the parameters' dtype."""
+        np.copyto(self.grads["w"], dw, casting="unsafe")
         if db is not None:
-            self.grads["b"] = db.astype(self.params["b"].dtype, copy=False)
+            np.copyto(self.grads["b"], db, casting="unsafe")
 
     def _init_params(self, w_shape, bias_size, rng, dtype):
         """Kaiming-uniform ``'w'`` and, unless ``bias_size`` is 0, ``'b'``; zero ``grads``."""

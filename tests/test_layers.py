@@ -87,7 +87,7 @@ def test_parameters_are_updated_in_place_by_an_optimiser():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((4, 1, 6, 6))
     target = cc.conv2d(x, np.full((1, 1, 3, 3), 0.1), np.array([0.5]), padding=1)
-    w_array = conv.params["w"]
+    w_array, grad_array = conv.params["w"], conv.grads["w"]
     losses = []
     for _ in range(300):
         err = conv(x) - target
@@ -95,7 +95,7 @@ def test_parameters_are_updated_in_place_by_an_optimiser():
         conv.backward(2 * err / err.size)
         for k in conv.params:
             conv.params[k] -= 0.5 * conv.grads[k]
-    assert conv.params["w"] is w_array
+    assert conv.params["w"] is w_array and conv.grads["w"] is grad_array
     assert losses[-1] < 1e-6 * losses[0]
     np.testing.assert_allclose(conv.params["w"], 0.1, atol=1e-3)
 
