@@ -9,7 +9,7 @@ from convcore._geometry import resolve_dtypes
 __all__ = ["float_input", "output_grad", "as_flag"]
 
 
-def float_input(a, name: str) -> tuple[np.ndarray, np.dtype]:
+def float_input(a) -> tuple[np.ndarray, np.dtype]:
     """Return ``(a as a C-contiguous compute-dtype array, output dtype)``."""
     a = np.asarray(a)
     compute, out = resolve_dtypes(a)

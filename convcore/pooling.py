@@ -81,7 +81,7 @@ def _planes(geo: Geometry) -> Geometry:
 
 
 def _prepare(x, opts: PoolOptions):
-    x, out_dtype = float_input(x, "x")
+    x, out_dtype = float_input(x)
     check_ndim(x, 4, "x", "(N, C, H, W)")
     return x, pool_geometry(x.shape, opts), out_dtype
 
