@@ -2,12 +2,13 @@ import numpy as np
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from layer_strategies import transpose_configs, transpose_out_size
 
 import convcore as cc
 from convcore import reference
 from convcore.gradient_check import numerical_gradient, relative_error
 
-from strategies import max_rel_err, transpose_configs, transpose_out_size
+from strategies import max_rel_err
 
 
 def _arrays(cfg, seed, dtype=np.float64):

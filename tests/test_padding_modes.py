@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from layer_strategies import mode_fits, padded_conv_configs
 
 import convcore as cc
 from convcore import reference
@@ -9,7 +10,7 @@ from convcore._geometry import window_geometry
 from convcore.gradient_check import numerical_gradient, relative_error
 from convcore.padding import ModePadding
 
-from strategies import arrays_for, max_rel_err, mode_fits, padded_conv_configs
+from strategies import arrays_for, max_rel_err
 
 
 def _pads(cfg):

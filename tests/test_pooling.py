@@ -2,12 +2,13 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from layer_strategies import pool_configs, random_input
 
 import convcore as cc
 from convcore import reference
 from convcore.gradient_check import numerical_gradient, relative_error
 
-from strategies import max_rel_err, pool_configs, random_input
+from strategies import max_rel_err
 
 OPS = {
     "max": (
