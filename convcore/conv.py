@@ -127,35 +127,63 @@ def _matmul_each(a, b, out) -> None:
         np.matmul(a[i], b[i], out=out[i])
 
 
+def _forward_pointwise(x, wm, b, geo: Geometry, y) -> None:
+    """1x1, stride 1, unpadded: ``y[n] = w @ x[n]`` per image and group, no im2col."""
+    xs, ys = _pointwise_view(x, geo, geo.Cg), _pointwise_view(y, geo, geo.Fg)
+    for n in range(x.shape[0]):
+        _matmul_each(wm, xs[n], ys[n])
+    if b is not None:
+        y += b[:, None, None]
+
+
+def _forward_im2col(x, wm, b, geo: Geometry, y) -> None:
+    """im2col into the workspace, one GEMM per group, then back to NCHW (plus bias)."""
+    m = x.shape[0] * geo.P
+    cols, prod = scratch(x.dtype, (geo.C * geo.KH * geo.KW, m), (geo.groups, geo.Fg, m))
+    im2col_into(x, geo.kernel_args, cols)
+    _matmul_each(wm, _by_group(cols, geo), prod)
+    if b is None:
+        np.copyto(y, _as_filter_major(prod, geo))
+    else:
+        np.add(_as_filter_major(prod, geo), b[:, None, None], out=y)
+
+
 def _forward(x, w, b, geo: Geometry):
-    shape = (geo.N, geo.F, geo.OH, geo.OW)
+    y = np.empty((geo.N, geo.F, geo.OH, geo.OW), dtype=x.dtype)
     strategy = _strategy(geo)
     if strategy != "gemm":
-        y = np.zeros(shape, x.dtype)
-        if b is not None:
-            y[...] = b[:, None, None]
+        y[...] = 0 if b is None else b[:, None, None]
         direct = tiny_forward if strategy == "tiny" else depthwise_forward
         direct(x, w, geo.kernel_args, geo.groups, y)
         return y
     wm = _weight_matrix(w, geo)
-    y = np.empty(shape, dtype=x.dtype)
+    chunk = _forward_pointwise if geo.is_pointwise else _forward_im2col
     for n0, n1 in _chunks(geo, x.itemsize):
-        if geo.is_pointwise:
-            xs, ys = _pointwise_view(x[n0:n1], geo, geo.Cg), _pointwise_view(y[n0:n1], geo, geo.Fg)
-            for n in range(n1 - n0):
-                _matmul_each(wm, xs[n], ys[n])
-            if b is not None:
-                y[n0:n1] += b[:, None, None]
-            continue
-        m = (n1 - n0) * geo.P
-        cols, prod = scratch(x.dtype, (geo.C * geo.KH * geo.KW, m), (geo.groups, geo.Fg, m))
-        im2col_into(x[n0:n1], geo.kernel_args, cols)
-        _matmul_each(wm, _by_group(cols, geo), prod)
-        if b is None:
-            np.copyto(y[n0:n1], _as_filter_major(prod, geo))
-        else:
-            np.add(_as_filter_major(prod, geo), b[:, None, None], out=y[n0:n1])
+        chunk(x[n0:n1], wm, b, geo, y[n0:n1])
     return y
+
+
+def _backward_pointwise(x, dy, wm, geo: Geometry, dx, dw, part) -> None:
+    """Per image and group: ``dx[n] = w.T @ dy[n]`` and ``dw += dy[n] @ x[n].T``."""
+    xs, dys, dxs = (_pointwise_view(a, geo, k) for a, k in ((x, geo.Cg), (dy, geo.Fg), (dx, geo.Cg)))
+    wmT = wm.transpose(0, 2, 1)
+    for n in range(x.shape[0]):
+        _matmul_each(wmT, dys[n], dxs[n])
+        _matmul_each(dys[n], xs[n].transpose(0, 2, 1), part)
+        dw += part
+
+
+def _backward_im2col(x, dy, wm, geo: Geometry, dx, dw, part) -> None:
+    """Recompute the columns; ``dw += dy @ cols.T``; ``dx = col2im(w.T @ dy)``."""
+    m = x.shape[0] * geo.P
+    rows = geo.C * geo.KH * geo.KW
+    cols, grad, dcols = scratch(x.dtype, (rows, m), (geo.groups, geo.Fg, m), (rows, m))
+    np.copyto(_as_filter_major(grad, geo), dy)
+    im2col_into(x, geo.kernel_args, cols)
+    _matmul_each(grad, _by_group(cols, geo).transpose(0, 2, 1), part)
+    dw += part
+    _matmul_each(wm.transpose(0, 2, 1), grad, _by_group(dcols, geo))
+    col2im_into(dcols, geo.kernel_args, dx)
 
 
 def _backward(dy, cache: ConvCache):
@@ -168,28 +196,10 @@ def _backward(dy, cache: ConvCache):
         direct(x, cache.w, dy, geo.kernel_args, geo.groups, dx, dw)
         return dx, dw
     wm = _weight_matrix(cache.w, geo)
-    wmT = wm.transpose(0, 2, 1)
-    dw = np.zeros_like(wm)
-    part = np.empty_like(wm)
+    dw, part = np.zeros_like(wm), np.empty_like(wm)
+    chunk = _backward_pointwise if geo.is_pointwise else _backward_im2col
     for n0, n1 in _chunks(geo, x.itemsize):
-        if geo.is_pointwise:
-            dys = _pointwise_view(dy[n0:n1], geo, geo.Fg)
-            xs = _pointwise_view(x[n0:n1], geo, geo.Cg)
-            dxs = _pointwise_view(dx[n0:n1], geo, geo.Cg)
-            for n in range(n1 - n0):
-                _matmul_each(wmT, dys[n], dxs[n])
-                _matmul_each(dys[n], xs[n].transpose(0, 2, 1), part)
-                dw += part
-            continue
-        m = (n1 - n0) * geo.P
-        rows = geo.C * geo.KH * geo.KW
-        cols, grad, dcols = scratch(x.dtype, (rows, m), (geo.groups, geo.Fg, m), (rows, m))
-        np.copyto(_as_filter_major(grad, geo), dy[n0:n1])
-        im2col_into(x[n0:n1], geo.kernel_args, cols)
-        _matmul_each(grad, _by_group(cols, geo).transpose(0, 2, 1), part)
-        dw += part
-        _matmul_each(wmT, grad, _by_group(dcols, geo))
-        col2im_into(dcols, geo.kernel_args, dx[n0:n1])
+        chunk(x[n0:n1], dy[n0:n1], wm, geo, dx[n0:n1], dw, part)
     return dx, dw.reshape(cache.w.shape)
 
 
