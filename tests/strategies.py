@@ -70,15 +70,15 @@ def max_rel_err(got, want):
 
 @contextlib.contextmanager
 def engine_path(path):
-    """Force the engine onto one strategy: 'direct' loops or 'gemm' (im2col + GEMM)."""
+    """Force the engine onto one strategy: 'gemm' (im2col + GEMM, or the plain GEMM of a
+    pointwise convolution), 'tiny' (serial direct loops) or 'depthwise' (shift-and-add)."""
     import convcore.conv as conv
 
-    old = conv._DIRECT_MAX_MACS
-    conv._DIRECT_MAX_MACS = {"direct": 1 << 62, "gemm": -1}[path]
+    old, conv._FORCE = conv._FORCE, path
     try:
         yield
     finally:
-        conv._DIRECT_MAX_MACS = old
+        conv._FORCE = old
 
 
-ENGINE_PATHS = ("gemm", "direct")
+ENGINE_PATHS = ("gemm", "tiny", "depthwise")
