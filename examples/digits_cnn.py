@@ -18,7 +18,7 @@ import time
 
 # Batches of 32 small images make small GEMMs and kernel calls, fastest on one thread each
 # (no thread wake-ups per call). Set before NumPy and Numba load; the environment can override.
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "CONVCORE_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import numpy as np  # noqa: E402
