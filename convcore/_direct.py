@@ -119,7 +119,8 @@ def _shift_add_input_grad(gy, w, KH, KW, sh, sw, dh, dw, pt, pl, OH, OW, groups,
 @_jit
 def _shift_add_weight_grad(x, gy, KH, KW, sh, sw, dh, dw, pt, pl, OH, OW, groups, gw, lo, hi):
     """Weight gradient of :func:`_shift_add`, one filter per job ``j = f`` (overwritten): each
-    tap is the dot product of the output gradient with the input it saw, over the batch."""
+    tap is the dot product of the output gradient with the input it saw, over the batch.
+    Products are taken in the arrays' dtype; the long sum is accumulated in float64."""
     N, C, H, W = x.shape
     F, Cg = gw.shape[0], gw.shape[1]
     Fg = F // groups
@@ -133,8 +134,7 @@ def _shift_add_weight_grad(x, gy, KH, KW, sh, sw, dh, dw, pt, pl, OH, OW, groups
                 for kw in range(KW):
                     off = kw * dw - pl
                     w_lo, w_hi = _valid_range(off, sw, W, OW)
-                    gw[f, c, kh, kw] = 0
-                    acc = gw[f, c, kh, kw]  # a zero of the array's dtype
+                    acc = 0.0  # float64: a float32 sum over N*OH*OW terms would drift
                     for n in range(N):
                         plane = (n * C + first + c) * H * W
                         for oh in range(h_lo, h_hi):

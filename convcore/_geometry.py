@@ -160,6 +160,8 @@ def window_geometry(x_shape, kernel_size, stride=1, padding=0, dilation=1, *, F=
     (2, 2)
     """
     N, C, H, W = x_shape
+    if H == 0 or W == 0:
+        raise ValueError(f"x must have a non-empty height and width, got shape {tuple(x_shape)}")
     k = as_pair(kernel_size, "kernel_size")
     s = as_pair(stride, "stride")
     d = as_pair(dilation, "dilation")

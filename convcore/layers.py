@@ -93,6 +93,12 @@ class Layer:
             )
         return x
 
+    def _owned(self, x: np.ndarray) -> np.ndarray:
+        """A private copy of ``x`` for the cache (unless the forward pass converts it anyway),
+        so a caller reusing its input buffer cannot change the gradients."""
+        dtype = self.params["w"].dtype
+        return x.copy() if x.dtype == dtype and x.flags.c_contiguous else x
+
     def _store_grads(self, dw, db):
         """Write the gradients into the ``grads`` arrays, in place, in the parameters' dtype."""
         np.copyto(self.grads["w"], dw, casting="unsafe")
@@ -182,7 +188,7 @@ class Conv2D(Layer):
 
     def forward(self, x):
         """``x (N, in_channels, H, W)`` -> ``y (N, out_channels, OH, OW)``."""
-        x = self._check_channels(x, self.in_channels)
+        x = self._owned(self._check_channels(x, self.in_channels))
         y, self._cache = conv2d_forward(x, self.params["w"], self.params.get("b"), **self.options)
         return y
 
@@ -238,7 +244,7 @@ class ConvTranspose2D(Layer):
 
     def forward(self, x):
         """``x (N, in_channels, H, W)`` -> ``y (N, out_channels, OH, OW)``."""
-        x = self._check_channels(x, self.in_channels)
+        x = self._owned(self._check_channels(x, self.in_channels))
         o = self.options
         (pt, pb), (pl, pr) = o.padding[:2], o.padding[2:]
         y, self._cache = conv_transpose2d_forward(

@@ -71,6 +71,8 @@ def transpose_geometry(x_shape, w_shape, opts: TransposeOptions) -> Geometry:
     N, C_in, H, W = x_shape
     Cw, Cg_out, KH, KW = w_shape
     g = opts.groups
+    if C_in == 0:
+        raise ValueError(f"x must have at least one input channel, got shape {tuple(x_shape)}")
     if C_in % g:
         raise ValueError(f"groups={g} must divide the input channels C_in={C_in}")
     if Cw != C_in:

@@ -55,7 +55,7 @@ def im2col(x, kernel_size, *, stride=1, padding=0, dilation=1) -> np.ndarray:
     x, out_dtype = _float_array(x, "x")
     check_ndim(x, 4, "x", "(N, C, H, W)")
     geo = window_geometry(x.shape, kernel_size, stride, padding, dilation)
-    cols = columns(x, geo).reshape(-1, geo.N, geo.P).transpose(1, 0, 2)
+    cols = columns(x, geo).reshape(geo.C * geo.KH * geo.KW, geo.N, geo.P).transpose(1, 0, 2)
     return np.ascontiguousarray(cols, dtype=out_dtype)
 
 

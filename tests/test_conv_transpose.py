@@ -214,6 +214,7 @@ def _bad(kind):
         "dy shape": lambda: cc.conv_transpose2d_backward(
             np.ones((1, 2, 4, 4)), cc.conv_transpose2d_forward(x, w)[1]
         ),
+        "no channels": lambda: cc.conv_transpose2d(np.ones((1, 0, 3, 3)), np.ones((0, 2, 3, 3))),
         "cache": lambda: cc.conv_transpose2d_backward(
             np.ones((1, 2, 5, 5)), cc.conv2d_forward(x, np.ones((2, 4, 3, 3)))[1]
         ),
@@ -232,6 +233,7 @@ def _bad(kind):
             r"x has C_in=4 channels but w of shape \(3, 2, 3, 3\) expects w.shape\[0\]=3",
         ),
         ("groups", ValueError, r"groups=3 must divide the input channels C_in=4"),
+        ("no channels", ValueError, r"x must have at least one input channel, got shape \(1, 0, 3, 3\)"),
         ("bias", ValueError, r"b must have shape \(C_out,\) = \(2,\), got \(4,\)"),
         ("string padding", ValueError, r"padding must be an int, a pair or a pair of pairs .* got 'same'"),
         ("negative padding", ValueError, r"padding must be >= 0, got -1"),

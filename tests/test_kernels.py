@@ -133,3 +133,33 @@ def test_numba_cache_dir_is_used(tmp_path):
         proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True)
         assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
     assert list((tmp_path / "cache").rglob("*.nbi"))
+
+
+FORK_SCRIPT = """
+import multiprocessing as mp
+import numpy as np
+import convcore as cc
+
+x = np.ones((8, 16, 32, 32), np.float32)
+w = np.ones((16, 16, 3, 3), np.float32)
+
+
+def child(_):
+    return float(cc.conv2d(x, w, padding=1).sum())
+
+
+if __name__ == "__main__":
+    want = child(0)  # the parent's kernel thread pool now exists
+    with mp.get_context("fork").Pool(1) as pool:
+        got = pool.map_async(child, [0]).get(timeout=60)
+    assert got == [want], (got, want)
+    print("ok")
+"""
+
+
+def test_forked_children_get_their_own_thread_pool(tmp_path):
+    script = tmp_path / "fork_child.py"
+    script.write_text(FORK_SCRIPT)
+    env = {**os.environ, "CONVCORE_NUM_THREADS": "2"}
+    proc = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr

@@ -243,6 +243,7 @@ def _bad(kind):
         "pool_param key": lambda: cc.max_pool_forward(x, {"pool_height": 2, "pool_width": 2, "pad": 1}),
         "pool_param missing": lambda: cc.max_pool_forward(x, {"pool_height": 2}),
         "pool_param value": lambda: cc.max_pool_forward(x, {"pool_height": 0, "pool_width": 2}),
+        "pool_param pair": lambda: cc.max_pool_forward(x, {"pool_height": (2, 3), "pool_width": 2}),
     }
     return calls[kind]
 
@@ -271,6 +272,7 @@ def _bad(kind):
         ("pool_param key", ValueError, r"pool_param has unknown keys \['pad'\]"),
         ("pool_param missing", ValueError, r"pool_param is missing \['pool_width'\]"),
         ("pool_param value", ValueError, r"pool_param\['pool_height'\] must be >= 1, got 0"),
+        ("pool_param pair", TypeError, r"pool_param\['pool_height'\] must be an int, got \(2, 3\)"),
     ],
 )
 def test_bad_input_is_refused_with_a_clear_message(kind, exc, match):

@@ -102,3 +102,9 @@ def test_im2col_of_a_non_contiguous_view():
 def test_window_errors(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
+
+
+def test_empty_batch_gives_empty_columns():
+    cols = cc.im2col(np.ones((0, 3, 5, 5)), 2)
+    assert cols.shape == (0, 12, 16)
+    assert cc.col2im(cols, 5, 2).shape == (0, 3, 5, 5)
