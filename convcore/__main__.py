@@ -29,8 +29,9 @@ SELF_CHECK = [
 ]
 
 
-def self_check(out=sys.stdout) -> bool:
+def self_check(out=None) -> bool:
     """Run the engine and the reference on a few configurations; True when all agree."""
+    out = sys.stdout if out is None else out
     import convcore
     from convcore import reference
     from convcore.bench.measure import best_of, forward_backward, make_inputs

@@ -121,13 +121,21 @@ def _load(workers: dict, configs: list[Config], progress) -> list[int]:
     return [measure.calls_for(t, SAMPLE_SECONDS) for t in slowest]
 
 
-def _paired_rounds(workers, index: int, calls: int, rounds: int) -> dict:
-    """Times of config ``index`` per worker, one sample per round, alternating who goes first."""
+def _paired_rounds(workers, indices, calls, rounds: int, progress) -> dict:
+    """Times per config index and worker: one sample each per round, rounds outermost.
+
+    Spreading each configuration's rounds over the whole run, instead of measuring them
+    back to back, keeps a burst of load from another process from landing in most of one
+    configuration's rounds; the order of the two workers alternates from one sample to
+    the next.
+    """
     names = list(workers)
-    times = {name: [] for name in names}
+    times = {i: {name: [] for name in names} for i in indices}
     for r in range(rounds):
-        for name in names if r % 2 == 0 else names[::-1]:
-            times[name].append(workers[name].request("time", index=index, calls=calls)["t"])
+        progress(f"round {r + 1}/{rounds}")
+        for j, i in enumerate(indices):
+            for name in names if (r + j) % 2 == 0 else names[::-1]:
+                times[i][name].append(workers[name].request("time", index=i, calls=calls[i])["t"])
     return times
 
 
@@ -180,16 +188,18 @@ def checkout(ref: str, repo: pathlib.Path):
                 _git(["worktree", "prune"], repo)
 
 
-def _gate(configs, measure_one, progress) -> list[Verdict]:
-    """Measure each configuration; re-measure a flagged one once and keep the second verdict."""
-    verdicts = []
-    for i, cfg in enumerate(configs):
-        progress(f"[{i + 1}/{len(configs)}] {cfg.label}")
-        verdict = measure_one(i, cfg, remeasured=False)
-        if verdict.slower:
-            progress(f"  {verdict.change:+.1%} slower: measuring again")
-            verdict = measure_one(i, cfg, remeasured=True)
-        verdicts.append(verdict)
+def _gate(configs, measure_all, progress) -> list[Verdict]:
+    """Measure all configurations; re-measure the flagged ones once and keep the second verdict.
+
+    ``measure_all(indices, remeasured)`` returns a verdict per index.
+    """
+    verdicts = measure_all(list(range(len(configs))), remeasured=False)
+    flagged = [i for i, v in enumerate(verdicts) if v.slower]
+    if flagged:
+        for i in flagged:
+            progress(f"{configs[i].label}: {verdicts[i].change:+.1%}, measuring it again")
+        for i, verdict in zip(flagged, measure_all(flagged, remeasured=True)):
+            verdicts[i] = verdict
     return verdicts
 
 
@@ -201,22 +211,28 @@ def against(ref, configs, *, threshold, rounds=15, threads=1, cwd=".", progress=
         with _workers({"old": old_tree, "new": new_tree}, threads) as workers:
             calls = _load(workers, configs, progress)
 
-            def measure_one(i, cfg, remeasured):
-                times = _paired_rounds(workers, i, calls[i], rounds)
-                return _paired_verdict(cfg, times, threshold, remeasured)
+            def measure_all(indices, remeasured):
+                times = _paired_rounds(workers, indices, calls, rounds, progress)
+                return [_paired_verdict(configs[i], times[i], threshold, remeasured) for i in indices]
 
-            return _gate(configs, measure_one, progress), commit
+            return _gate(configs, measure_all, progress), commit
 
 
-def _calibrated_rounds(worker, index: int, calls: int, rounds: int) -> tuple[list, list]:
-    """Per round: the config's time and the calibration GEMM's, measured back to back."""
-    seconds, calibration = [], []
+def _calibrated_rounds(worker, indices, calls, rounds: int, progress) -> dict:
+    """Per config index: its times and the calibration GEMM's, one pair per round.
+
+    Rounds are outermost (as in :func:`_paired_rounds`); each configuration's sample sits
+    next to a calibration sample, in alternating order.
+    """
+    out = {i: ([], []) for i in indices}
     for r in range(rounds):
-        pair = [("time", dict(index=index, calls=calls)), ("calibrate", dict(calls=5))]
-        got = {op: worker.request(op, **kw)["t"] for op, kw in (pair if r % 2 == 0 else pair[::-1])}
-        seconds.append(got["time"])
-        calibration.append(got["calibrate"])
-    return seconds, calibration
+        progress(f"round {r + 1}/{rounds}")
+        for j, i in enumerate(indices):
+            pair = [("time", dict(index=i, calls=calls[i])), ("calibrate", dict(calls=5))]
+            got = {op: worker.request(op, **kw)["t"] for op, kw in (pair if (r + j) % 2 == 0 else pair[::-1])}
+            out[i][0].append(got["time"])
+            out[i][1].append(got["calibrate"])
+    return out
 
 
 def _package_tree() -> pathlib.Path:
@@ -251,13 +267,10 @@ def _environment_info(tree: pathlib.Path, threads: int) -> dict:
 def record(configs, *, rounds=15, threads=1, progress=print) -> dict:
     """Time ``configs`` with calibration; return a record for :func:`compare` (JSON-ready)."""
     tree = _package_tree()
-    results = []
     with _workers({"current": tree}, threads) as workers:
         calls = _load(workers, configs, progress)
-        for i, cfg in enumerate(configs):
-            progress(f"[{i + 1}/{len(configs)}] {cfg.label}")
-            seconds, calibration = _calibrated_rounds(workers["current"], i, calls[i], rounds)
-            results.append(_result(cfg, seconds, calibration))
+        samples = _calibrated_rounds(workers["current"], range(len(configs)), calls, rounds, progress)
+    results = [_result(cfg, *samples[i]) for i, cfg in enumerate(configs)]
     created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     return dict(format=RECORD_FORMAT, created=created, **_environment_info(tree, threads), results=results)
 
@@ -296,21 +309,23 @@ def compare(old: dict, *, threshold, rounds=15, threads=1, progress=print):
     by_label = {r["label"]: r for r in old["results"]}
     new_results = {}
 
-    def measure_one(i, cfg, remeasured):
-        seconds, calibration = _calibrated_rounds(workers["current"], i, calls[i], rounds)
-        new_results[cfg.label] = result = _result(cfg, seconds, calibration)
-        before = by_label[cfg.label]["samples"]["relative"]
-        ratio = result["relative"] / float(np.median(before))
-        ci = ratio_of_medians_ci(before, result["samples"]["relative"])
-        old_seconds = by_label[cfg.label]["seconds"]
-        return Verdict(
-            cfg.label, old_seconds, result["seconds"], ratio, ci, judge(ratio, ci, threshold), remeasured
-        )
+    def verdict(cfg, result, remeasured):
+        before = by_label[cfg.label]
+        ratio = result["relative"] / before["relative"]
+        ci = ratio_of_medians_ci(before["samples"]["relative"], result["samples"]["relative"])
+        slower = judge(ratio, ci, threshold)
+        return Verdict(cfg.label, before["seconds"], result["seconds"], ratio, ci, slower, remeasured)
+
+    def measure_all(indices, remeasured):
+        samples = _calibrated_rounds(workers["current"], indices, calls, rounds, progress)
+        for i in indices:
+            new_results[configs[i].label] = _result(configs[i], *samples[i])
+        return [verdict(configs[i], new_results[configs[i].label], remeasured) for i in indices]
 
     tree = _package_tree()
     with _workers({"current": tree}, threads) as workers:
         calls = _load(workers, configs, progress)
-        verdicts = _gate(configs, measure_one, progress)
+        verdicts = _gate(configs, measure_all, progress)
     created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     new = dict(format=RECORD_FORMAT, created=created, **_environment_info(tree, threads))
     new["results"] = [new_results[c.label] for c in configs]
