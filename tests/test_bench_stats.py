@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from convcore.bench.stats import Verdict, bootstrap_ci, judge, paired_ratios, ratio_of_medians_ci
+from convcore.bench.stats import Verdict, bootstrap_ci, judge, paired_ratios, ratio_ci
 
 
 def test_paired_ratios_divide_round_by_round():
@@ -62,11 +62,16 @@ def test_bootstrap_ci_rejects_a_bad_level():
         bootstrap_ci([1.0, 2.0], level=1.5)
 
 
-def test_ratio_of_medians_ci():
-    assert ratio_of_medians_ci([2.0] * 5, [2.5] * 8) == (pytest.approx(1.25), pytest.approx(1.25))
+def test_ratio_ci():
+    assert ratio_ci([2.0] * 5, [2.5] * 8) == (pytest.approx(1.25), pytest.approx(1.25))
     rng = np.random.default_rng(6)
-    lo, hi = ratio_of_medians_ci(rng.normal(1.0, 0.02, 15), rng.normal(1.3, 0.02, 15))
+    lo, hi = ratio_ci(rng.normal(1.0, 0.02, 15), rng.normal(1.3, 0.02, 15))
     assert 1.25 < lo < 1.3 < hi < 1.35
+    # of minima: resampled minima are never below the sample's minimum
+    old, new = np.array([1.0, 1.5, 2.0]), np.array([1.2, 1.3, 3.0])
+    lo, hi = ratio_ci(old, new, statistic=np.min)
+    assert lo <= 1.2 <= hi
+    assert {lo, hi} <= {n / o for n in new for o in old}
 
 
 @pytest.mark.parametrize(

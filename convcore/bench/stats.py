@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["paired_ratios", "bootstrap_ci", "ratio_of_medians_ci", "Verdict", "judge"]
+__all__ = ["paired_ratios", "bootstrap_ci", "ratio_ci", "Verdict", "judge"]
 
 
 def _samples(values, name: str) -> np.ndarray:
@@ -50,13 +50,16 @@ def bootstrap_ci(samples, level: float = 0.95, n_boot: int = 2000, seed: int = 0
     return _percentile_interval(np.median(draws, axis=1), level)
 
 
-def ratio_of_medians_ci(old, new, level: float = 0.95, n_boot: int = 2000, seed: int = 0):
-    """Bootstrap interval of ``median(new) / median(old)`` for two independent samples."""
+def ratio_ci(old, new, statistic=np.median, level: float = 0.95, n_boot: int = 2000, seed: int = 0):
+    """Bootstrap interval of ``statistic(new) / statistic(old)`` for two independent samples.
+
+    ``statistic`` reduces along axis 1 (``np.median``, ``np.min``).
+    """
     old, new = _samples(old, "old"), _samples(new, "new")
     rng = np.random.default_rng(seed)
-    m_old = np.median(old[rng.integers(0, old.size, size=(n_boot, old.size))], axis=1)
-    m_new = np.median(new[rng.integers(0, new.size, size=(n_boot, new.size))], axis=1)
-    return _percentile_interval(m_new / m_old, level)
+    s_old = statistic(old[rng.integers(0, old.size, size=(n_boot, old.size))], axis=1)
+    s_new = statistic(new[rng.integers(0, new.size, size=(n_boot, new.size))], axis=1)
+    return _percentile_interval(s_new / s_old, level)
 
 
 @dataclass(frozen=True)
