@@ -180,9 +180,25 @@ def anchor_suite(dtypes=("float32",)) -> list[Config]:
 
 
 def parse_value(option: str, value):
-    """Validate one value of a grid option; raise :class:`GridError` naming the option.
+    """Validate one value of a grid option.
 
-    Strings are accepted for every kind (command-line values), numbers where they fit.
+    Parameters
+    ----------
+    option : str
+        A key of :data:`GRID_KEYS`.
+    value : str or int
+        Command-line text or a value from a grid file.
+
+    Returns
+    -------
+    int or str
+        The value normalised: an int, ``'same'``/``'valid'`` (padding), ``'dw'``
+        (groups) or ``'float32'``/``'float64'`` (dtype).
+
+    Raises
+    ------
+    GridError
+        The option is unknown or the value invalid; ``option`` names the option.
     """
     if option not in GRID_KEYS:
         raise GridError(option, f"unknown grid option {option!r}; known: {', '.join(GRID_KEYS)}")
@@ -219,12 +235,27 @@ def _values(grid: dict, option: str) -> list:
 
 
 def build_grid(grid: dict) -> tuple[list[Config], list[str]]:
-    """Expand ``grid`` (option -> list of values) into configurations.
+    """Expand a grid into configurations.
 
-    Options missing from ``grid`` take :data:`DEFAULT_GRID`'s values; ``filters`` absent
-    or None means as many filters as input channels. Returns ``(configs, notes)``: invalid
-    combinations (groups not dividing the channels, a kernel larger than the padded input)
-    are left out and described in ``notes``.
+    Parameters
+    ----------
+    grid : dict
+        Option name (a key of :data:`GRID_KEYS`) to a value or a list of values. Options
+        left out take :data:`DEFAULT_GRID`'s values; ``filters`` absent or None means as
+        many filters as input channels.
+
+    Returns
+    -------
+    configs : list of Config
+        The cartesian product, in a stable order, without duplicates.
+    notes : list of str
+        One line per combination left out because it cannot run (groups not dividing
+        the channels, a kernel larger than the padded input).
+
+    Raises
+    ------
+    GridError
+        An unknown option or a bad value; its ``option`` attribute names the option.
     """
     unknown = set(grid) - set(GRID_KEYS)
     if unknown:

@@ -3,8 +3,9 @@
 ``against``: REF's convcore (checked out into a temporary git worktree) and the working
 tree's run in two worker processes, timed round by round in alternating order; the gate
 reads the median of the per-round ratios. ``save``/``compare``: one worker times the
-configurations and a calibration GEMM in the same rounds, so times are kept relative to
-the machine's speed and can be compared across runs on one machine.
+configurations and, next to each, the same configuration's three GEMMs in plain NumPy,
+so times are kept relative to the machine's speed on work of that size and can be
+compared across runs on one machine.
 """
 
 from __future__ import annotations
@@ -205,7 +206,37 @@ def _gate(configs, measure_all, progress) -> list[Verdict]:
 
 
 def against(ref, configs, *, threshold, rounds=15, threads=1, cwd=".", progress=print):
-    """Gate the working tree's convcore against ``ref``'s; return ``(verdicts, commit)``."""
+    """Gate the working tree's convcore against ``ref``'s.
+
+    Parameters
+    ----------
+    ref : str
+        A git ref of the repository containing ``cwd``.
+    configs : list of Config
+        Configurations to time.
+    threshold : float
+        Allowed slowdown, 0.10 for 10%.
+    rounds : int
+        Rounds of paired samples per configuration.
+    threads : int
+        BLAS and Numba threads of both workers.
+    cwd : path-like
+        A directory inside the working tree to measure.
+    progress : callable
+        Receives one-line progress messages.
+
+    Returns
+    -------
+    verdicts : list of Verdict
+        One per configuration, in order.
+    commit : str
+        The commit ``ref`` resolved to.
+
+    Raises
+    ------
+    GateError
+        Not a convcore checkout, an unknown ref, or a worker that failed.
+    """
     new_tree = working_tree(cwd)
     with checkout(ref, new_tree) as (old_tree, commit):
         progress(f"old: {ref} ({commit[:12]}) in {old_tree}; new: {new_tree}")
@@ -220,7 +251,7 @@ def against(ref, configs, *, threshold, rounds=15, threads=1, cwd=".", progress=
 
 
 def _calibrated_rounds(worker, indices, calls, rounds: int, progress) -> dict:
-    """Per config index: its times and the calibration GEMM's, one pair per round.
+    """Per config index: its times and its calibration GEMMs', one pair per round.
 
     Rounds are outermost (as in :func:`_paired_rounds`); each configuration's sample sits
     next to a calibration sample, in alternating order.
@@ -230,7 +261,7 @@ def _calibrated_rounds(worker, indices, calls, rounds: int, progress) -> dict:
         if r % 5 == 0:
             progress(f"round {r + 1}/{rounds}")
         for j, i in enumerate(indices):
-            pair = [("time", dict(index=i, calls=calls[i])), ("calibrate", dict(calls=5))]
+            pair = [("time", dict(index=i, calls=calls[i])), ("calibrate", dict(index=i, calls=calls[i]))]
             got = {op: worker.request(op, **kw)["t"] for op, kw in (pair if (r + j) % 2 == 0 else pair[::-1])}
             out[i][0].append(got["time"])
             out[i][1].append(got["calibrate"])
@@ -304,15 +335,22 @@ def load_record(path) -> dict:
         raise GateError(f"{path} is not a saved benchmark record: {exc}") from None
     if not isinstance(data, dict) or data.get("format") != RECORD_FORMAT:
         raise GateError(f"{path} is not a saved benchmark record (format {RECORD_FORMAT})")
+    try:
+        for r in data["results"]:
+            Config.from_dict(r["config"]).geometry()
+            if not (r["label"] and r["relative"] > 0 and r["seconds"] > 0 and r["samples"]["relative"]):
+                raise ValueError("empty result")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise GateError(f"{path}: a result is incomplete or invalid ({type(exc).__name__}: {exc})") from None
     return data
 
 
 def compare(old: dict, *, threshold, rounds=15, threads=1, progress=print):
     """Time ``old``'s configurations now and compare; return ``(verdicts, new_record)``.
 
-    Each side's times are relative to its own run's calibration GEMM, measured next to
-    them round by round; a configuration is slower when the ratio of the best relative
-    times passes :func:`.stats.judge`.
+    Each side's times are relative to the configuration's three GEMMs in plain NumPy,
+    measured next to them round by round in the same process; a configuration is slower
+    when the ratio of the best relative times passes :func:`.stats.judge`.
     """
     configs = [Config.from_dict(r["config"]) for r in old["results"]]
     by_label = {r["label"]: r for r in old["results"]}

@@ -39,6 +39,22 @@ def _percentile_interval(stats: np.ndarray, level: float) -> tuple[float, float]
 def bootstrap_ci(samples, level: float = 0.95, n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap interval of the median of ``samples``.
 
+    Parameters
+    ----------
+    samples : sequence of float
+        Positive values, for example per-round ratios new / old.
+    level : float
+        Coverage of the interval, in (0, 1).
+    n_boot : int
+        Number of resamples.
+    seed : int
+        Seed of the resampling generator: the same inputs give the same interval.
+
+    Returns
+    -------
+    (float, float)
+        Lower and upper end of the interval.
+
     Examples
     --------
     >>> bootstrap_ci([1.0, 1.0, 1.0])

@@ -77,7 +77,24 @@ def _time(run, rounds: int) -> float:
 
 
 def run_config(cfg: Config, *, with_reference=True, reference_budget=1.5, rounds=5) -> Row:
-    """Time the engine's forward+backward on ``cfg`` and, optionally, the reference's."""
+    """Time the engine's forward+backward on ``cfg`` and, optionally, the reference's.
+
+    Parameters
+    ----------
+    cfg : Config
+        The configuration.
+    with_reference : bool
+        Also run the naive reference, for its time and the max error.
+    reference_budget : float
+        Seconds of reference loops to aim for; beyond it the reference runs on a subset
+        of the batch and its time is scaled to the whole batch.
+    rounds : int
+        Rounds of the engine's timing; the result is their median of best-of-several.
+
+    Returns
+    -------
+    Row
+    """
     case = measure.Case(convcore, cfg.spec())
     case.warm_up()
     engine = _time(case.run, rounds)
