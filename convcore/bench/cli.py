@@ -196,7 +196,7 @@ def _gate(args, parser) -> int:
     saved = gate.record(_configs(args, parser), **options)
     report.write_json(args.save, saved)
     body = [[r["label"], f"{r['seconds'] * 1e3:.3f}", f"{r['relative']:.3f}"] for r in saved["results"]]
-    print(report.format_table(["configuration", "ms", "x its GEMMs"], body))
+    print(report.format_table(["configuration", "ms", "x calibration GEMM"], body))
     print(f"saved {len(body)} configurations to {args.save}")
     return 0
 

@@ -3,9 +3,8 @@
 ``against``: REF's convcore (checked out into a temporary git worktree) and the working
 tree's run in two worker processes, timed round by round in alternating order; the gate
 reads the median of the per-round ratios. ``save``/``compare``: one worker times the
-configurations and, next to each, the same configuration's three GEMMs in plain NumPy,
-so times are kept relative to the machine's speed on work of that size and can be
-compared across runs on one machine.
+configurations and a calibration GEMM in the same rounds, so times are kept relative to
+the machine's speed and can be compared across runs on one machine.
 """
 
 from __future__ import annotations
@@ -39,7 +38,7 @@ __all__ = [
 
 # Defaults from A/A runs on the development machine (README, "Benchmarking").
 DEFAULT_AGAINST_THRESHOLD = 0.10
-DEFAULT_COMPARE_THRESHOLD = 0.20
+DEFAULT_COMPARE_THRESHOLD = 0.15
 SAMPLE_SECONDS = 0.01  # target length of one sample (minimum of several calls)
 RECORD_FORMAT = "convcore-bench-record/1"
 
@@ -251,7 +250,7 @@ def against(ref, configs, *, threshold, rounds=15, threads=1, cwd=".", progress=
 
 
 def _calibrated_rounds(worker, indices, calls, rounds: int, progress) -> dict:
-    """Per config index: its times and its calibration GEMMs', one pair per round.
+    """Per config index: its times and the calibration GEMM's, one pair per round.
 
     Rounds are outermost (as in :func:`_paired_rounds`); each configuration's sample sits
     next to a calibration sample, in alternating order.
@@ -261,7 +260,7 @@ def _calibrated_rounds(worker, indices, calls, rounds: int, progress) -> dict:
         if r % 5 == 0:
             progress(f"round {r + 1}/{rounds}")
         for j, i in enumerate(indices):
-            pair = [("time", dict(index=i, calls=calls[i])), ("calibrate", dict(index=i, calls=calls[i]))]
+            pair = [("time", dict(index=i, calls=calls[i])), ("calibrate", dict(calls=5))]
             got = {op: worker.request(op, **kw)["t"] for op, kw in (pair if (r + j) % 2 == 0 else pair[::-1])}
             out[i][0].append(got["time"])
             out[i][1].append(got["calibrate"])
@@ -348,9 +347,9 @@ def load_record(path) -> dict:
 def compare(old: dict, *, threshold, rounds=15, threads=1, progress=print):
     """Time ``old``'s configurations now and compare; return ``(verdicts, new_record)``.
 
-    Each side's times are relative to the configuration's three GEMMs in plain NumPy,
-    measured next to them round by round in the same process; a configuration is slower
-    when the ratio of the best relative times passes :func:`.stats.judge`.
+    Each side's times are relative to a fixed calibration GEMM measured next to them,
+    round by round, in the same process; a configuration is slower when the ratio of the
+    best relative times passes :func:`.stats.judge`.
     """
     configs = [Config.from_dict(r["config"]) for r in old["results"]]
     by_label = {r["label"]: r for r in old["results"]}

@@ -7,9 +7,8 @@ selects which tree's convcore the worker imports, old or new, whatever that tree
 Worker protocol: one JSON object per line on stdin, one JSON reply per line on stdout.
 ``{"op": "load", "specs": [...]}`` builds and warms up the cases (Numba compiles here,
 outside any measurement); ``{"op": "time", "index": i, "calls": k}`` returns the minimum
-of ``k`` forward+backward calls; ``{"op": "calibrate", "index": i, "calls": k}`` the
-minimum of ``k`` runs of config ``i``'s calibration GEMMs (see :meth:`Case.gemms`);
-``{"op": "quit"}`` ends the worker.
+of ``k`` forward+backward calls; ``{"op": "calibrate", "calls": k}`` the minimum of ``k``
+calibration GEMMs; ``{"op": "quit"}`` ends the worker.
 """
 
 from __future__ import annotations
@@ -81,7 +80,6 @@ class Case:
         self.module = module
         y, _ = module.conv2d_forward(self.x, self.w, self.b, **self.options)  # compiles
         self.dy = rng.standard_normal(y.shape).astype(spec["dtype"])
-        self.gemms = _gemm_workload(spec, y.shape, rng)
 
     def run(self):
         return forward_backward(self.module, self.x, self.w, self.b, self.dy, self.options)
@@ -90,28 +88,6 @@ class Case:
         """Run twice (compilation lands in the first call); return the second call's time."""
         self.run()
         return best_of(self.run, 1)
-
-
-def _gemm_workload(spec: dict, y_shape, rng):
-    """The three GEMMs an im2col engine runs for this configuration, in plain NumPy.
-
-    Forward ``cols @ w``, dW ``dy.T @ cols`` and the column gradient ``dy @ w.T``, batched
-    over groups, on random operands of the configuration's shapes and dtype. Their time
-    tracks the machine's speed on work of the configuration's size (BLAS, caches, memory
-    bandwidth) and owes nothing to convcore's code.
-    """
-    groups = spec["options"].get("groups", 1)
-    F, Cg, KH, KW = spec["w_shape"]
-    M = y_shape[0] * y_shape[2] * y_shape[3]
-    cols = rng.standard_normal((groups, M, Cg * KH * KW)).astype(spec["dtype"])
-    w = rng.standard_normal((groups, Cg * KH * KW, F // groups)).astype(spec["dtype"])
-    dy = rng.standard_normal((groups, M, F // groups)).astype(spec["dtype"])
-    cols_t, w_t = cols.transpose(0, 2, 1), w.transpose(0, 2, 1)
-
-    def run():
-        return cols @ w, cols_t @ dy, dy @ w_t
-
-    return run
 
 
 def calibration_gemm(dtype="float64", size: int = CALIBRATION_SIZE):
@@ -138,16 +114,12 @@ def serve(module, inp=sys.stdin, out=sys.stdout) -> None:
             if op == "load":
                 cases = [Case(module, spec) for spec in request["specs"]]
                 warm = [case.warm_up() for case in cases]
-                for case in cases:
-                    case.gemms()
                 calibrate()
                 _reply(out, module=os.path.abspath(module.__file__), warm=warm)
             elif op == "time":
                 _reply(out, t=best_of(cases[request["index"]].run, request["calls"]))
             elif op == "calibrate":
-                index = request.get("index")
-                target = calibrate if index is None else cases[index].gemms
-                _reply(out, t=best_of(target, request["calls"]))
+                _reply(out, t=best_of(calibrate, request["calls"]))
             elif op == "quit":
                 _reply(out, bye=True)
                 return
