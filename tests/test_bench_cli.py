@@ -159,6 +159,12 @@ def test_compare_with_a_file_that_is_not_a_record(tmp_path, capsys):
     assert "a result is incomplete or invalid (KeyError" in capsys.readouterr().err
 
 
+def test_unwritable_output_is_a_clear_error(tmp_path, capsys):
+    target = tmp_path / "missing-dir" / "out.json"
+    assert main(["bench", *TINY, "--padding", "1", "--no-reference", "--json", str(target)]) == 2
+    assert capsys.readouterr().err.strip().endswith(f"cannot write {target}: No such file or directory")
+
+
 def test_self_check_and_unknown_command(capsys):
     assert main(["check"]) == 0
     assert "all configurations agree" in capsys.readouterr().out

@@ -206,10 +206,13 @@ def run(argv=None, prog: str = "convcore bench") -> int:
     parser = build_parser(prog)
     args = parser.parse_args(argv)
     _check_modes(args, parser)
-    if args.against or args.compare or args.save:
-        try:
+    try:
+        if args.against or args.compare or args.save:
             return _gate(args, parser)
-        except gate.GateError as exc:
-            print(f"{parser.prog}: error: {exc}", file=sys.stderr)
-            return 2
-    return _sweep(_configs(args, parser), args)
+        return _sweep(_configs(args, parser), args)
+    except gate.GateError as exc:
+        message = str(exc)
+    except OSError as exc:  # an output file that cannot be written
+        message = f"cannot write {exc.filename}: {exc.strerror}"
+    print(f"{parser.prog}: error: {message}", file=sys.stderr)
+    return 2
