@@ -50,7 +50,7 @@ def sweep_table(rows) -> str:
                 _ms(r.engine),
                 ref,
                 "-" if r.speedup is None else f"{r.speedup:.1f}x",
-                f"{r.gflops:.2f}",
+                f"{r.gflops:.3g}",
                 "-" if r.max_error is None else f"{r.max_error:.1e}",
             ]
         )
