@@ -154,7 +154,7 @@ def test_compare_with_a_file_that_is_not_a_record(tmp_path, capsys):
     bad.write_text("[]")
     assert main(["bench", "--compare", str(bad)]) == 2
     assert "is not a saved benchmark record" in capsys.readouterr().err
-    bad.write_text(json.dumps({"format": "convcore-bench-record/1", "results": [{"label": "x"}]}))
+    bad.write_text(json.dumps({"format": "convcore-bench-record/2", "results": [{"label": "x"}]}))
     assert main(["bench", "--compare", str(bad)]) == 2
     assert "a result is incomplete or invalid (KeyError" in capsys.readouterr().err
 

@@ -3,7 +3,14 @@
 import numpy as np
 import pytest
 
-from convcore.bench.stats import Verdict, bootstrap_ci, judge, paired_ratios, ratio_ci
+from convcore.bench.stats import (
+    Verdict,
+    bootstrap_ci,
+    judge,
+    median_of_minima,
+    nested_ratio_ci,
+    paired_ratios,
+)
 
 
 def test_paired_ratios_divide_round_by_round():
@@ -62,16 +69,24 @@ def test_bootstrap_ci_rejects_a_bad_level():
         bootstrap_ci([1.0, 2.0], level=1.5)
 
 
-def test_ratio_ci():
-    assert ratio_ci([2.0] * 5, [2.5] * 8) == (pytest.approx(1.25), pytest.approx(1.25))
+def test_median_of_minima_ignores_one_odd_process():
+    # three processes; the second is persistently 30% faster than the other two
+    groups = [[1.0, 1.2, 1.1], [0.7, 0.8, 0.75], [1.05, 1.0, 1.3]]
+    assert median_of_minima(groups) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="at least one group"):
+        median_of_minima([])
+
+
+def test_nested_ratio_ci():
+    same = [[2.0] * 5, [2.0] * 5, [2.0] * 5]
+    assert nested_ratio_ci(same, [[2.5] * 4] * 3) == (pytest.approx(1.25), pytest.approx(1.25))
     rng = np.random.default_rng(6)
-    lo, hi = ratio_ci(rng.normal(1.0, 0.02, 15), rng.normal(1.3, 0.02, 15))
-    assert 1.25 < lo < 1.3 < hi < 1.35
-    # of minima: resampled minima are never below the sample's minimum
-    old, new = np.array([1.0, 1.5, 2.0]), np.array([1.2, 1.3, 3.0])
-    lo, hi = ratio_ci(old, new, statistic=np.min)
-    assert lo <= 1.2 <= hi
-    assert {lo, hi} <= {n / o for n in new for o in old}
+    old = [rng.normal(1.0, 0.02, 5) for _ in range(3)]
+    new = [rng.normal(1.3, 0.02, 5) for _ in range(3)]
+    lo, hi = nested_ratio_ci(old, new)
+    assert lo <= median_of_minima(new) / median_of_minima(old) <= hi
+    assert 1.2 < lo and hi < 1.4
+    assert (lo, hi) == nested_ratio_ci(old, new)
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,14 @@ import numpy as np
 
 from convcore.bench import measure
 from convcore.bench.configs import Config
-from convcore.bench.stats import Verdict, bootstrap_ci, judge, paired_ratios, ratio_ci
+from convcore.bench.stats import (
+    Verdict,
+    bootstrap_ci,
+    judge,
+    median_of_minima,
+    nested_ratio_ci,
+    paired_ratios,
+)
 
 __all__ = [
     "GateError",
@@ -40,7 +47,8 @@ __all__ = [
 DEFAULT_AGAINST_THRESHOLD = 0.10
 DEFAULT_COMPARE_THRESHOLD = 0.15
 SAMPLE_SECONDS = 0.01  # target length of one sample (minimum of several calls)
-RECORD_FORMAT = "convcore-bench-record/1"
+RECORD_FORMAT = "convcore-bench-record/2"
+RECORD_PROCESSES = 3  # worker processes per --save/--compare run
 
 
 class GateError(RuntimeError):
@@ -249,21 +257,25 @@ def against(ref, configs, *, threshold, rounds=15, threads=1, cwd=".", progress=
             return _gate(configs, measure_all, progress), commit
 
 
-def _calibrated_rounds(worker, indices, calls, rounds: int, progress) -> dict:
-    """Per config index: its times and the calibration GEMM's, one pair per round.
+def _calibrated_rounds(workers: dict, indices, calls, rounds: int, progress) -> dict:
+    """Per config index and worker: its times and the calibration GEMM's, one pair a sample.
 
-    Rounds are outermost (as in :func:`_paired_rounds`); each configuration's sample sits
-    next to a calibration sample, in alternating order.
+    Rounds are outermost (as in :func:`_paired_rounds`); in each round a configuration is
+    timed by one worker, in rotation, next to a calibration sample, in alternating order.
     """
-    out = {i: ([], []) for i in indices}
+    names = list(workers)
+    out = {i: {name: ([], []) for name in names} for i in indices}
     for r in range(rounds):
         if r % 5 == 0:
             progress(f"round {r + 1}/{rounds}")
         for j, i in enumerate(indices):
+            name = names[(r + j) % len(names)]
             pair = [("time", dict(index=i, calls=calls[i])), ("calibrate", dict(calls=5))]
-            got = {op: worker.request(op, **kw)["t"] for op, kw in (pair if (r + j) % 2 == 0 else pair[::-1])}
-            out[i][0].append(got["time"])
-            out[i][1].append(got["calibrate"])
+            got = {
+                op: workers[name].request(op, **kw)["t"] for op, kw in (pair if r % 2 == 0 else pair[::-1])
+            }
+            out[i][name][0].append(got["time"])
+            out[i][name][1].append(got["calibrate"])
     return out
 
 
@@ -296,31 +308,38 @@ def _environment_info(tree: pathlib.Path, threads: int) -> dict:
     )
 
 
+def _record_workers(tree, threads):
+    return _workers({f"process {k + 1}": tree for k in range(RECORD_PROCESSES)}, threads)
+
+
 def record(configs, *, rounds=15, threads=1, progress=print) -> dict:
     """Time ``configs`` with calibration; return a record for :func:`compare` (JSON-ready)."""
     tree = _package_tree()
-    with _workers({"current": tree}, threads) as workers:
+    with _record_workers(tree, threads) as workers:
         calls = _load(workers, configs, progress)
-        samples = _calibrated_rounds(workers["current"], range(len(configs)), calls, rounds, progress)
-    results = [_result(cfg, *samples[i]) for i, cfg in enumerate(configs)]
+        samples = _calibrated_rounds(workers, range(len(configs)), calls, rounds, progress)
+    results = [_result(cfg, samples[i]) for i, cfg in enumerate(configs)]
     created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     return dict(format=RECORD_FORMAT, created=created, **_environment_info(tree, threads), results=results)
 
 
-def _result(cfg: Config, seconds, calibration) -> dict:
-    """A configuration's record: its best time, absolute and relative to the calibration.
+def _result(cfg: Config, samples: dict) -> dict:
+    """A configuration's record: its typical best time, absolute and relative to calibration.
 
-    The minimum over rounds, not the median: across runs there is no pairing, and a
-    co-tenant's load that lasts a whole run shifts the median; the best round of a run
-    is what changes least from run to run on this machine (README, "Benchmarking").
+    ``samples`` maps each worker process to its ``(seconds, calibration)`` lists. Each
+    process contributes its best round (across runs there is no pairing, and a load that
+    lasts a whole run shifts a median of rounds); the record keeps the median of those
+    bests over the processes, since one process can be persistently faster or slower than
+    another (memory placement), which no re-measurement within it corrects.
     """
-    relative = (np.asarray(seconds) / np.asarray(calibration)).tolist()
+    seconds = [list(s) for s, _ in samples.values()]
+    relative = [(np.asarray(s) / np.asarray(c)).tolist() for s, c in samples.values()]
     return dict(
         label=cfg.label,
         config=cfg.to_dict(),
-        seconds=float(np.min(seconds)),
-        relative=float(np.min(relative)),
-        samples=dict(seconds=list(seconds), calibration=list(calibration), relative=relative),
+        seconds=median_of_minima(seconds),
+        relative=median_of_minima(relative),
+        samples=dict(seconds=seconds, calibration=[list(c) for _, c in samples.values()], relative=relative),
     )
 
 
@@ -337,7 +356,7 @@ def load_record(path) -> dict:
     try:
         for r in data["results"]:
             Config.from_dict(r["config"]).geometry()
-            if not (r["label"] and r["relative"] > 0 and r["seconds"] > 0 and r["samples"]["relative"]):
+            if not (r["label"] and r["relative"] > 0 and r["seconds"] > 0 and all(r["samples"]["relative"])):
                 raise ValueError("empty result")
     except (KeyError, TypeError, ValueError) as exc:
         raise GateError(f"{path}: a result is incomplete or invalid ({type(exc).__name__}: {exc})") from None
@@ -358,18 +377,18 @@ def compare(old: dict, *, threshold, rounds=15, threads=1, progress=print):
     def verdict(cfg, result, remeasured):
         before = by_label[cfg.label]
         ratio = result["relative"] / before["relative"]
-        ci = ratio_ci(before["samples"]["relative"], result["samples"]["relative"], statistic=np.min)
+        ci = nested_ratio_ci(before["samples"]["relative"], result["samples"]["relative"])
         slower = judge(ratio, ci, threshold)
         return Verdict(cfg.label, before["seconds"], result["seconds"], ratio, ci, slower, remeasured)
 
     def measure_all(indices, remeasured):
-        samples = _calibrated_rounds(workers["current"], indices, calls, rounds, progress)
+        samples = _calibrated_rounds(workers, indices, calls, rounds, progress)
         for i in indices:
-            new_results[configs[i].label] = _result(configs[i], *samples[i])
+            new_results[configs[i].label] = _result(configs[i], samples[i])
         return [verdict(configs[i], new_results[configs[i].label], remeasured) for i in indices]
 
     tree = _package_tree()
-    with _workers({"current": tree}, threads) as workers:
+    with _record_workers(tree, threads) as workers:
         calls = _load(workers, configs, progress)
         verdicts = _gate(configs, measure_all, progress)
     created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

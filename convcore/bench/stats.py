@@ -9,7 +9,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["paired_ratios", "bootstrap_ci", "ratio_ci", "Verdict", "judge"]
+__all__ = [
+    "paired_ratios",
+    "bootstrap_ci",
+    "median_of_minima",
+    "nested_ratio_ci",
+    "Verdict",
+    "judge",
+]
 
 
 def _samples(values, name: str) -> np.ndarray:
@@ -66,16 +73,37 @@ def bootstrap_ci(samples, level: float = 0.95, n_boot: int = 2000, seed: int = 0
     return _percentile_interval(np.median(draws, axis=1), level)
 
 
-def ratio_ci(old, new, statistic=np.median, level: float = 0.95, n_boot: int = 2000, seed: int = 0):
-    """Bootstrap interval of ``statistic(new) / statistic(old)`` for two independent samples.
+def _groups(groups, name: str) -> list[np.ndarray]:
+    if not groups:
+        raise ValueError(f"{name} must hold at least one group of samples")
+    return [_samples(g, name) for g in groups]
 
-    ``statistic`` reduces along axis 1 (``np.median``, ``np.min``).
+
+def median_of_minima(groups) -> float:
+    """Median over groups (worker processes) of each group's minimum.
+
+    Examples
+    --------
+    >>> median_of_minima([[3.0, 2.0], [1.0, 5.0], [4.0, 6.0]])
+    2.0
     """
-    old, new = _samples(old, "old"), _samples(new, "new")
+    return float(np.median([g.min() for g in _groups(groups, "groups")]))
+
+
+def nested_ratio_ci(old, new, level: float = 0.95, n_boot: int = 2000, seed: int = 0):
+    """Bootstrap interval of ``median_of_minima(new) / median_of_minima(old)``.
+
+    Samples are resampled within each group (each worker process keeps its own samples),
+    for two independent runs ``old`` and ``new``, each a list of groups.
+    """
+    old, new = _groups(old, "old"), _groups(new, "new")
     rng = np.random.default_rng(seed)
-    s_old = statistic(old[rng.integers(0, old.size, size=(n_boot, old.size))], axis=1)
-    s_new = statistic(new[rng.integers(0, new.size, size=(n_boot, new.size))], axis=1)
-    return _percentile_interval(s_new / s_old, level)
+
+    def resampled(groups):
+        minima = [g[rng.integers(0, g.size, size=(n_boot, g.size))].min(axis=1) for g in groups]
+        return np.median(np.stack(minima), axis=0)
+
+    return _percentile_interval(resampled(new) / resampled(old), level)
 
 
 @dataclass(frozen=True)
