@@ -1,8 +1,8 @@
 """Measure the regression gate's A/A noise: the same code on both sides, many times.
 
-``python benchmarks/aa_noise.py [RUNS]`` runs, RUNS times each (default 10), the
-``--against HEAD`` gate with the working tree unchanged and the ``--save``/``--compare``
-pair, on ``convcore bench``'s default grid, and prints the distribution of the measured
+``python benchmarks/aa_noise.py [RUNS] [against|compare]`` runs, RUNS times each
+(default 10), the ``--against HEAD`` gate with the working tree unchanged and the
+``--save``/``--compare`` pair (or only the mode named), on ``convcore bench``'s default grid, and prints the distribution of the measured
 changes. The gate's default thresholds (README, "Benchmarking") come from these figures.
 Run it from a clean checkout: the working tree must equal HEAD for an A/A comparison.
 """
@@ -47,10 +47,13 @@ def _run(name: str, runs: int, one_run) -> None:
     summarise(name, verdicts)
 
 
-def main(runs: int) -> None:
+def main(runs: int, modes) -> None:
     grid, _ = configs.build_grid({})
     raw = dict(threshold=float("inf"), progress=_quiet)  # nothing flagged, nothing re-measured
-    _run("--against HEAD", runs, lambda: gate.against("HEAD", grid, **raw)[0])
+    if "against" in modes:
+        _run("--against HEAD", runs, lambda: gate.against("HEAD", grid, **raw)[0])
+    if "compare" not in modes:
+        return
     state = {"base": gate.record(grid, progress=_quiet)}
 
     def compare_with_previous():
@@ -61,4 +64,4 @@ def main(runs: int) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 10)
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 10, sys.argv[2:] or ["against", "compare"])
