@@ -1,14 +1,22 @@
-"""``python -m convcore``: a short self-check of the engine against the naive reference."""
+"""``convcore``'s command line: ``convcore bench`` (also ``python -m convcore bench``).
+
+``convcore check`` (and ``python -m convcore`` without arguments) runs a short self-check
+of the engine against the naive reference.
+"""
 
 from __future__ import annotations
 
 import sys
-import time
 
 import numpy as np
 
-import convcore
-from convcore import reference
+USAGE = """\
+usage: convcore {bench,check} ...
+
+  bench   time the engine against the naive reference, or gate a change
+          (convcore bench --help)
+  check   a short self-check: a few configurations against the reference
+"""
 
 # (label, input shape, weight shape, options)
 SELF_CHECK = [
@@ -21,36 +29,25 @@ SELF_CHECK = [
 ]
 
 
-def _best_of(f, repeats=3):
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        f()
-        times.append(time.perf_counter() - t0)
-    return min(times)
-
-
-def _fwd_bwd(module, x, w, b, dy, opts):
-    y, cache = module.conv2d_forward(x, w, b, **opts)
-    return (y, *module.conv2d_backward(dy, cache))
-
-
-def self_check(out=sys.stdout) -> bool:
+def self_check(out=None) -> bool:
     """Run the engine and the reference on a few configurations; True when all agree."""
-    rng = np.random.default_rng(0)
+    out = sys.stdout if out is None else out
+    import convcore
+    from convcore import reference
+    from convcore.bench.measure import best_of, forward_backward, make_inputs
+    from convcore.bench.sweep import max_error
+
     print(f"{'configuration':16s} {'output':>16s} {'max rel err':>12s} {'speedup':>8s}", file=out)
     ok = True
     for label, xs, ws, opts in SELF_CHECK:
-        x, w, b = rng.standard_normal(xs), rng.standard_normal(ws), rng.standard_normal(ws[0])
+        x, w, b, rng = make_inputs(xs, ws, np.float64)
         y = reference.conv2d_forward(x, w, b, **opts)[0]
-        dy = rng.standard_normal(y.shape)
-        _fwd_bwd(convcore, x, w, b, dy, opts)  # compile outside the timing
-        got = _fwd_bwd(convcore, x, w, b, dy, opts)
-        want = _fwd_bwd(reference, x, w, b, dy, opts)
-        err = max(np.abs(g - r).max() / np.abs(r).max() for g, r in zip(got, want))
-        args = (x, w, b, dy, opts)
-        t_engine = _best_of(lambda args=args: _fwd_bwd(convcore, *args))
-        t_ref = _best_of(lambda args=args: _fwd_bwd(reference, *args), repeats=1)
+        args = (x, w, b, rng.standard_normal(y.shape), opts)
+        got = forward_backward(convcore, *args)  # compiles outside the timing
+        want = forward_backward(reference, *args)
+        err = max_error(got, want)
+        t_engine = best_of(lambda args=args: forward_backward(convcore, *args), 3)
+        t_ref = best_of(lambda args=args: forward_backward(reference, *args), 1)
         ok &= err <= 1e-10
         print(f"{label:16s} {str(y.shape):>16s} {err:12.1e} {t_ref / t_engine:7.0f}x", file=out)
     print("all configurations agree with the reference" if ok else "MISMATCH", file=out)
@@ -58,7 +55,21 @@ def self_check(out=sys.stdout) -> bool:
 
 
 def main(argv=None) -> int:
-    return 0 if self_check() else 1
+    """Entry point of the ``convcore`` console script; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = argv[0] if argv else "check"
+    if command == "bench":
+        from convcore.bench.cli import run
+
+        return run(argv[1:], prog="convcore bench")
+    if command == "check" and len(argv) <= 1:
+        return 0 if self_check() else 1
+    if command in ("-h", "--help"):
+        print(USAGE, end="")
+        return 0
+    print(USAGE, end="", file=sys.stderr)
+    print(f"convcore: error: unknown command {command!r} (choose from bench, check)", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":
