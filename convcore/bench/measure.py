@@ -32,7 +32,13 @@ __all__ = [
 ]
 
 # environment variables that set BLAS and Numba thread counts; the gate pins all of them
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+THREAD_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "NUMBA_NUM_THREADS",
+    "CONVCORE_NUM_THREADS",
+)
 
 CALIBRATION_SIZE = 256
 
