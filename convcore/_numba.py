@@ -57,31 +57,6 @@ def _valid_range(offset, stride, size, count):
 
 
 @_jit
-def _copy_row(dst, d, src, s, n, step):
-    """``dst[d + i] = src[s + i * step]`` for ``i < n``, on unsigned indices (no
-    negative-index wraparound in the loop, so a unit step vectorises)."""
-    d, s, n, step = numba.uint64(d), numba.uint64(s), numba.uint64(n), numba.uint64(step)
-    if step == 1:
-        for i in range(n):
-            dst[d + i] = src[s + i]
-    else:
-        for i in range(n):
-            dst[d + i] = src[s + i * step]
-
-
-@_jit
-def _add_row(dst, d, src, s, n, step):
-    """``dst[d + i * step] += src[s + i]`` for ``i < n``, on unsigned indices."""
-    d, s, n, step = numba.uint64(d), numba.uint64(s), numba.uint64(n), numba.uint64(step)
-    if step == 1:
-        for i in range(n):
-            dst[d + i] += src[s + i]
-    else:
-        for i in range(n):
-            dst[d + i * step] += src[s + i]
-
-
-@_jit
 def _zero(a, start, stop):
     for i in range(numba.uint64(start), numba.uint64(stop)):
         a[i] = 0

@@ -1,4 +1,4 @@
-"""Thread-level parallelism for the window kernels.
+"""Thread-level parallelism for the direct (depthwise) kernels.
 
 The kernels are serial Numba functions that release the GIL and process a range of
 independent jobs; :func:`run_split` hands contiguous ranges to a small pool of Python

@@ -39,11 +39,14 @@ def test_results_are_bitwise_reproducible(dtype):
 
 
 def test_threaded_split_equals_single_thread(monkeypatch):
-    x, w, b = _problem(np.float64)
-    split = _fwd_bwd(x, w, b, padding=2, dilation=2)
+    # depthwise: the shift-and-add kernels are the ones split over threads
+    x, _, b = _problem(np.float64)
+    w = np.random.default_rng(1).standard_normal((8, 1, 3, 3))
+    monkeypatch.setattr(_threads, "_THREADS", 2)
+    split = _fwd_bwd(x, w, b[:8], padding=2, dilation=2, groups=8)
     assert x.size * 9 >= _threads._MIN_PARALLEL_WORK  # the split path really ran
     monkeypatch.setattr(_threads, "_THREADS", 1)
-    single = _fwd_bwd(x, w, b, padding=2, dilation=2)
+    single = _fwd_bwd(x, w, b[:8], padding=2, dilation=2, groups=8)
     for a, c in zip(split, single, strict=True):
         np.testing.assert_array_equal(a, c)
 
