@@ -17,8 +17,8 @@ import numpy as np
 
 from convcore._checks import output_grad
 from convcore._geometry import Geometry, _as_int, _padding, as_pair, check_ndim, resolve_dtypes
+from convcore.conv import _chunks, _matmul_each, _weight_matrix
 from convcore.windows import columns, fold_columns
-from convcore.workspace import batch_chunks
 
 __all__ = [
     "TransposeOptions",
@@ -115,13 +115,8 @@ def _prepare(x, w, b, opts: TransposeOptions):
         raise ValueError(f"b must have shape (C_out,) = ({geo.C},), got {b.shape}")
     x = np.ascontiguousarray(x, dtype=compute)
     w = np.ascontiguousarray(w, dtype=compute)
-    b = None if b is None else b.astype(compute)
+    b = None if b is None else np.asarray(b, dtype=compute)
     return x, w, b, geo, out_dtype
-
-
-def _chunks(geo: Geometry, itemsize: int):
-    per_image = (2 * geo.C * geo.KH * geo.KW + geo.F) * geo.P * itemsize
-    return batch_chunks(geo.N, per_image)
 
 
 def _input_matrix(x: np.ndarray, geo: Geometry) -> np.ndarray:
@@ -129,15 +124,12 @@ def _input_matrix(x: np.ndarray, geo: Geometry) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(1, 0, 2, 3)).reshape(geo.groups, geo.Fg, -1)
 
 
-def _weight_matrix(w: np.ndarray, geo: Geometry) -> np.ndarray:
-    return w.reshape(geo.groups, geo.Fg, geo.window_rows)
-
-
 def _forward(x, w, b, geo: Geometry) -> np.ndarray:
     wt = _weight_matrix(w, geo).transpose(0, 2, 1)
     y = np.empty((geo.N, geo.C, geo.H, geo.W), dtype=x.dtype)
     for n0, n1 in _chunks(geo, x.itemsize):
-        cols = np.matmul(wt, _input_matrix(x[n0:n1], geo))
+        cols = np.empty((geo.groups, geo.window_rows, (n1 - n0) * geo.P), dtype=x.dtype)
+        _matmul_each(wt, _input_matrix(x[n0:n1], geo), cols)
         fold_columns(cols.reshape(geo.C * geo.KH * geo.KW, -1), geo, y[n0:n1])
     if b is not None:
         y += b[:, None, None]
@@ -148,12 +140,14 @@ def _backward(dy, cache: TransposeCache):
     geo = cache.geo
     wm = _weight_matrix(cache.w, geo)
     dx = np.empty_like(cache.x)
-    dw = np.zeros_like(wm)
+    dw, part = np.zeros_like(wm), np.empty_like(wm)
     for n0, n1 in _chunks(geo, dy.itemsize):
         cols = columns(dy[n0:n1], geo).reshape(geo.groups, geo.window_rows, -1)
-        dw += np.matmul(_input_matrix(cache.x[n0:n1], geo), cols.transpose(0, 2, 1))
-        dX = np.matmul(wm, cols).reshape(geo.F, n1 - n0, geo.OH, geo.OW)
-        dx[n0:n1] = dX.transpose(1, 0, 2, 3)
+        _matmul_each(_input_matrix(cache.x[n0:n1], geo), cols.transpose(0, 2, 1), part)
+        dw += part
+        dX = np.empty((geo.groups, geo.Fg, cols.shape[2]), dtype=dy.dtype)
+        _matmul_each(wm, cols, dX)
+        dx[n0:n1] = dX.reshape(geo.F, n1 - n0, geo.OH, geo.OW).transpose(1, 0, 2, 3)
     return dx, dw.reshape(cache.w.shape)
 
 
