@@ -36,26 +36,30 @@ def _im2col(x, KH, KW, sh, sw, dh, dw, pt, pl, OH, OW, cols, lo, hi):
         off = kw * dw - pl
         w_lo, w_hi = _valid_range(off, sw, W, OW)
         h_lo, h_hi = _valid_range(kh * dh - pt, sh, H, OH)
+        if w_hi == w_lo:  # no column in range: the whole block is zero
+            h_hi = h_lo
         base = u(r * M + n * P)
         for i in range(u(0), u(h_lo * OW)):
             cf[base + i] = 0
         for i in range(u(h_hi * OW), u(P)):
             cf[base + i] = 0
-        wl, wh, ow_n, step = u(w_lo), u(w_hi), u(OW), u(sw)
+        width, step = u(w_hi - w_lo), u(sw)
         plane = (n * C + c) * H * W
         for oh in range(h_lo, h_hi):
-            src = u(plane + (oh * sh + kh * dh - pt) * W + off)
-            dst = base + u(oh) * ow_n
-            for i in range(wl):
-                cf[dst + i] = 0
+            row = base + u(oh * OW)
+            for i in range(u(w_lo)):
+                cf[row + i] = 0
+            # first valid input element and output position: both >= 0
+            src = u(plane + (oh * sh + kh * dh - pt) * W + off + w_lo * sw)
+            dst = row + u(w_lo)
             if sw == 1:
-                for i in range(wl, wh):
+                for i in range(width):
                     cf[dst + i] = xf[src + i]
             else:
-                for i in range(wl, wh):
+                for i in range(width):
                     cf[dst + i] = xf[src + i * step]
-            for i in range(wh, ow_n):
-                cf[dst + i] = 0
+            for i in range(u(w_hi), u(OW)):
+                cf[row + i] = 0
 
 
 @_jit
@@ -79,16 +83,18 @@ def _col2im(cols, KH, KW, sh, sw, dh, dw, pt, pl, OH, OW, x, lo, hi):
             for kw in range(KW):
                 off = kw * dw - pl
                 w_lo, w_hi = _valid_range(off, sw, W, OW)
-                wl, wh, step = u(w_lo), u(w_hi), u(sw)
+                if w_hi == w_lo:
+                    continue
+                width, step = u(w_hi - w_lo), u(sw)
                 base = ((c * KH + kh) * KW + kw) * M + n * P
                 for oh in range(h_lo, h_hi):
-                    dst = u(plane + (oh * sh + kh * dh - pt) * W + off)
-                    src = u(base + oh * OW)
+                    dst = u(plane + (oh * sh + kh * dh - pt) * W + off + w_lo * sw)
+                    src = u(base + oh * OW + w_lo)
                     if sw == 1:
-                        for i in range(wl, wh):
+                        for i in range(width):
                             xf[dst + i] += cf[src + i]
                     else:
-                        for i in range(wl, wh):
+                        for i in range(width):
                             xf[dst + i * step] += cf[src + i]
 
 

@@ -65,6 +65,8 @@ def _zero(a, start, stop):
 @_jit
 def _axpy_row(dst, d, dstep, src, s, sstep, n, alpha):
     """``dst[d + i * dstep] += alpha * src[s + i * sstep]`` for ``i < n``, unsigned indices."""
+    if n <= 0:  # d and s may point before the arrays when nothing is to be done
+        return
     d, dstep, s, sstep, n = (
         numba.uint64(d),
         numba.uint64(dstep),
@@ -83,6 +85,8 @@ def _axpy_row(dst, d, dstep, src, s, sstep, n, alpha):
 @_jit
 def _dot_row(a, ia, b, ib, bstep, n, acc):
     """``acc + sum(a[ia + i] * b[ib + i * bstep] for i < n)``, unsigned indices."""
+    if n <= 0:
+        return acc
     ia, ib, bstep, n = numba.uint64(ia), numba.uint64(ib), numba.uint64(bstep), numba.uint64(n)
     if bstep == 1:
         for i in range(n):
