@@ -82,3 +82,49 @@ def engine_path(path):
 
 
 ENGINE_PATHS = ("gemm", "tiny", "depthwise")
+
+
+GRADIENT_NAMES = ("y", "dx", "dw", "db")
+
+
+def engine_and_reference(engine, reference, x, w, b, opts, dy_seed=1):
+    """Run a forward/backward pair of the engine and of its naive reference.
+
+    ``engine`` and ``reference`` are ``(forward, backward)`` pairs. Returns the engine's
+    ``(y, dx, dw, db)``, the float64 reference's, and the reference on |x|, |w|, |b|, |dy|:
+    for each output element the sum of the magnitudes of the terms it adds up, the scale
+    of float rounding errors.
+    """
+    y, cache = engine[0](x, w, b, **opts)
+    dy = np.random.default_rng(dy_seed).standard_normal(y.shape).astype(y.dtype)
+    got = (y, *engine[1](dy, cache))
+
+    def naive(transform):
+        as_ref = lambda a: None if a is None else transform(np.asarray(a, np.float64))
+        yr, cr = reference[0](as_ref(x), as_ref(w), as_ref(b), **opts)
+        return (yr, *reference[1](as_ref(dy), cr))
+
+    return got, naive(lambda a: a), naive(np.abs)
+
+
+def assert_float64_agreement(got, want):
+    """Each output within 1e-10 of the reference, relative to its largest magnitude."""
+    for name, g, r in zip(GRADIENT_NAMES, got, want, strict=True):
+        if r is None:
+            assert g is None, name
+            continue
+        assert g.shape == r.shape and g.dtype == np.float64, name
+        assert max_rel_err(g, r) <= 1e-10, name
+
+
+def assert_float32_agreement(got, want, magnitudes):
+    """Each float32 output within 2e-5 of the float64 reference, relative to the largest
+    sum of term magnitudes: float32 rounding scales with the terms, so where a sum cancels
+    (a 1x1x1x1 input with three filters, say) the largest |reference| would be the wrong
+    scale. Where nothing cancels the two scales are equal."""
+    for name, g, r, m in zip(GRADIENT_NAMES, got, want, magnitudes, strict=True):
+        if r is None:
+            assert g is None, name
+            continue
+        assert g.dtype == np.float32, name
+        assert np.abs(g - r).max() <= 2e-5 * np.abs(m).max(), name

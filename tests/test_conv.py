@@ -6,58 +6,37 @@ from hypothesis import strategies as st
 import convcore as cc
 from convcore import reference
 
-from strategies import ENGINE_PATHS, arrays_for, conv_configs, engine_path, max_rel_err
+from strategies import (
+    ENGINE_PATHS,
+    arrays_for,
+    assert_float32_agreement,
+    assert_float64_agreement,
+    conv_configs,
+    engine_and_reference,
+    engine_path,
+    max_rel_err,
+)
 
-
-def _reference(x, w, b, dy, opts, transform=lambda a: a):
-    as_ref = lambda a: None if a is None else transform(np.asarray(a, np.float64))
-    yr, cr = reference.conv2d_forward(as_ref(x), as_ref(w), as_ref(b), **opts)
-    return (yr, *reference.conv2d_backward(as_ref(dy), cr))
-
-
-def engine_and_reference(x, w, b, opts, dy_seed=1):
-    y, cache = cc.conv2d_forward(x, w, b, **opts)
-    dy = np.random.default_rng(dy_seed).standard_normal(y.shape).astype(y.dtype)
-    return (y, *cc.conv2d_backward(dy, cache)), _reference(x, w, b, dy, opts)
-
-
-def sum_magnitudes(x, w, b, opts, dy_seed=1):
-    """The reference on |x|, |w|, |b|, |dy|: for each output element, the sum of the
-    magnitudes of the terms it adds up (the scale of float rounding errors)."""
-    y = cc.conv2d(x, w, b, **opts)
-    dy = np.random.default_rng(dy_seed).standard_normal(y.shape).astype(y.dtype)
-    return _reference(x, w, b, dy, opts, transform=np.abs)
+ENGINE = (cc.conv2d_forward, cc.conv2d_backward)
+REFERENCE = (reference.conv2d_forward, reference.conv2d_backward)
 
 
 @pytest.mark.parametrize("path", ENGINE_PATHS)
 @given(cfg=conv_configs(), seed=st.integers(0, 2**16))
 def test_float64_agrees_with_reference(path, cfg, seed):
     with engine_path(path):
-        got, want = engine_and_reference(*arrays_for(cfg, seed), cfg["opts"])
-    for name, g, r in zip(("y", "dx", "dw", "db"), got, want):
-        if r is None:
-            assert g is None
-            continue
-        assert g.shape == r.shape and g.dtype == np.float64, name
-        assert max_rel_err(g, r) <= 1e-10, name
+        got, want, _ = engine_and_reference(ENGINE, REFERENCE, *arrays_for(cfg, seed), cfg["opts"])
+    assert_float64_agreement(got, want)
 
 
 @pytest.mark.parametrize("path", ENGINE_PATHS)
 @given(cfg=conv_configs(), seed=st.integers(0, 2**16))
 def test_float32_agrees_with_float64_reference(path, cfg, seed):
-    arrays = arrays_for(cfg, seed, np.float32)
     with engine_path(path):
-        got, want = engine_and_reference(*arrays, cfg["opts"])
-    # Relative to the largest reference magnitude, except where the terms of a sum cancel
-    # (a 1x1x1x1 input with three filters, say): float32 rounding scales with the terms,
-    # so the scale is the largest sum of term magnitudes, which is >= the largest |reference|.
-    scales = sum_magnitudes(*arrays, cfg["opts"])
-    for name, g, r, m in zip(("y", "dx", "dw", "db"), got, want, scales):
-        if r is None:
-            assert g is None
-            continue
-        assert g.dtype == np.float32, name
-        assert np.abs(g - r).max() <= 2e-5 * np.abs(m).max(), name
+        got, want, magnitudes = engine_and_reference(
+            ENGINE, REFERENCE, *arrays_for(cfg, seed, np.float32), cfg["opts"]
+        )
+    assert_float32_agreement(got, want, magnitudes)
 
 
 @pytest.mark.parametrize(
@@ -76,7 +55,7 @@ def test_float32_agrees_with_float64_reference(path, cfg, seed):
 def test_edge_configurations(x_shape, w_shape, opts, path):
     cfg = dict(x=x_shape, w=w_shape, bias=True)
     with engine_path(path):
-        got, want = engine_and_reference(*arrays_for(cfg, 3), opts)
+        got, want, _ = engine_and_reference(ENGINE, REFERENCE, *arrays_for(cfg, 3), opts)
     for g, r in zip(got, want):
         assert max_rel_err(g, r) <= 1e-10
 
