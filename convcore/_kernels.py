@@ -16,18 +16,18 @@ from convcore._numba import _jit, _valid_range, check_contiguous
 
 
 @_jit
-def _im2col(x, KH, KW, sh, sw, dh, dw, pt, pl, OH, OW, cols, lo, hi):
-    """Gather windows of ``x (N, C, H, W)`` into ``cols (C*KH*KW, N*OH*OW)``.
+def _im2col(x, KH, KW, sh, sw, dh, dw, pt, pl, OH, OW, oh0, oh1, cols):
+    """Gather the windows of output rows ``[oh0, oh1)`` of ``x (n, C, H, W)`` into
+    ``cols (C*KH*KW, n*(oh1-oh0)*OW)``.
 
-    Job ``j = r * N + n`` writes row ``r`` of image ``n`` only. Flat unsigned offsets keep
-    negative-index wraparound checks out of the loops (written out here: as calls to row
-    helpers the loops ran 1.4-1.9x slower).
+    Flat unsigned offsets keep negative-index wraparound checks out of the loops (written
+    out here: as calls to row helpers the loops ran 1.4-1.9x slower).
     """
     N, C, H, W = x.shape
-    P, M = OH * OW, cols.shape[1]
+    Pb, M = (oh1 - oh0) * OW, cols.shape[1]
     xf, cf = x.ravel(), cols.ravel()
     u = numba.uint64
-    for job in range(lo, hi):
+    for job in range(C * KH * KW * N):  # row r of image n
         r = job // N
         n = job - r * N
         c = r // (KH * KW)
@@ -35,18 +35,18 @@ def _im2col(x, KH, KW, sh, sw, dh, dw, pt, pl, OH, OW, cols, lo, hi):
         kw = r % KW
         off = kw * dw - pl
         w_lo, w_hi = _valid_range(off, sw, W, OW)
-        h_lo, h_hi = _valid_range(kh * dh - pt, sh, H, OH)
+        h_lo, h_hi = _band(_valid_range(kh * dh - pt, sh, H, OH), oh0, oh1)
         if w_hi == w_lo:  # no column in range: the whole block is zero
             h_hi = h_lo
-        base = u(r * M + n * P)
-        for i in range(u(0), u(h_lo * OW)):
+        base = u(r * M + n * Pb)
+        for i in range(u(0), u((h_lo - oh0) * OW)):
             cf[base + i] = 0
-        for i in range(u(h_hi * OW), u(P)):
+        for i in range(u((h_hi - oh0) * OW), u(Pb)):
             cf[base + i] = 0
         width, step = u(w_hi - w_lo), u(sw)
         plane = (n * C + c) * H * W
         for oh in range(h_lo, h_hi):
-            row = base + u(oh * OW)
+            row = base + u((oh - oh0) * OW)
             for i in range(u(w_lo)):
                 cf[row + i] = 0
             # first valid input element and output position: both >= 0
@@ -63,33 +63,36 @@ def _im2col(x, KH, KW, sh, sw, dh, dw, pt, pl, OH, OW, cols, lo, hi):
 
 
 @_jit
-def _col2im(cols, KH, KW, sh, sw, dh, dw, pt, pl, OH, OW, x, lo, hi):
-    """Sum ``cols (C*KH*KW, N*OH*OW)`` into ``x (N, C, H, W)``, overwriting ``x``.
+def _col2im(cols, KH, KW, sh, sw, dh, dw, pt, pl, OH, OW, oh0, oh1, overwrite, x):
+    """Add ``cols (C*KH*KW, n*(oh1-oh0)*OW)``, the column gradient of output rows
+    ``[oh0, oh1)``, into ``x (n, C, H, W)``; with ``overwrite``, ``x`` is zeroed first.
 
-    Job ``j = n * C + c`` owns the image plane ``x[n, c]``: no two jobs write one element.
+    The loops run plane by plane (one ``x[n, c]`` at a time), so each input row stays in
+    cache while its KH*KW rows of columns are added in.
     """
     N, C, H, W = x.shape
-    P, M = OH * OW, cols.shape[1]
+    Pb, M = (oh1 - oh0) * OW, cols.shape[1]
     xf, cf = x.ravel(), cols.ravel()
     u = numba.uint64
-    for job in range(lo, hi):
+    for job in range(N * C):
         n = job // C
         c = job - n * C
         plane = job * H * W
-        for i in range(u(plane), u(plane + H * W)):
-            xf[i] = 0
+        if overwrite:
+            for i in range(u(plane), u(plane + H * W)):
+                xf[i] = 0
         for kh in range(KH):
-            h_lo, h_hi = _valid_range(kh * dh - pt, sh, H, OH)
+            h_lo, h_hi = _band(_valid_range(kh * dh - pt, sh, H, OH), oh0, oh1)
             for kw in range(KW):
                 off = kw * dw - pl
                 w_lo, w_hi = _valid_range(off, sw, W, OW)
                 if w_hi == w_lo:
                     continue
                 width, step = u(w_hi - w_lo), u(sw)
-                base = ((c * KH + kh) * KW + kw) * M + n * P
+                base = ((c * KH + kh) * KW + kw) * M + n * Pb
                 for oh in range(h_lo, h_hi):
                     dst = u(plane + (oh * sh + kh * dh - pt) * W + off + w_lo * sw)
-                    src = u(base + oh * OW + w_lo)
+                    src = u(base + (oh - oh0) * OW + w_lo)
                     if sw == 1:
                         for i in range(width):
                             xf[dst + i] += cf[src + i]
@@ -98,19 +101,24 @@ def _col2im(cols, KH, KW, sh, sw, dh, dw, pt, pl, OH, OW, x, lo, hi):
                             xf[dst + i * step] += cf[src + i]
 
 
-# im2col and col2im run on the calling thread: they sit between GEMMs, and for ~0.1 s after
-# a GEMM OpenBLAS's idle threads spin on the other cores, so a second kernel thread only
-# competes with them. Measured on the cifar_c32_16_k3 anchor (float32, forward+backward in
-# sequence): im2col 2.8 ms split over 2 threads against 1.7 ms on one, col2im 2.6 against 1.6.
+@_jit
+def _band(valid, oh0, oh1):
+    """Clip a ``(lo, hi)`` range of output rows to the band ``[oh0, oh1)``."""
+    lo = min(max(valid[0], oh0), oh1)
+    return lo, min(max(valid[1], lo), oh1)
 
 
-def im2col_into(x, geo_args, cols) -> None:
-    """Fill ``cols (C*KH*KW, n*OH*OW)`` from ``x (n, C, H, W)``; both C-contiguous, one dtype."""
+def im2col_into(x, geo_args, cols, rows=None) -> None:
+    """Fill ``cols (C*KH*KW, n*b*OW)`` from ``x (n, C, H, W)``, for the ``b`` output rows
+    ``rows = (oh0, oh1)`` (default: all); both C-contiguous, one dtype."""
     check_contiguous(x, cols)
-    _im2col(x, *geo_args, cols, 0, cols.shape[0] * x.shape[0])
+    oh0, oh1 = (0, geo_args[-2]) if rows is None else rows
+    _im2col(x, *geo_args, oh0, oh1, cols)
 
 
-def col2im_into(cols, geo_args, x) -> None:
-    """Overwrite ``x (n, C, H, W)`` with the column sums of ``cols``."""
+def col2im_into(cols, geo_args, x, rows=None, overwrite=True) -> None:
+    """Add the column gradient of output rows ``rows = (oh0, oh1)`` (default: all) into
+    ``x (n, C, H, W)``, which is zeroed first when ``overwrite``."""
     check_contiguous(cols, x)
-    _col2im(cols, *geo_args, x, 0, x.shape[0] * x.shape[1])
+    oh0, oh1 = (0, geo_args[-2]) if rows is None else rows
+    _col2im(cols, *geo_args, oh0, oh1, overwrite, x)

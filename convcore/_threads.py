@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 
-__all__ = ["run_split"]
+__all__ = ["run_split", "run_tasks", "thread_count"]
 
 # below this many written elements a kernel runs on the calling thread only
 _MIN_PARALLEL_WORK = 1 << 16
@@ -70,3 +70,22 @@ def run_split(kernel, args, n_jobs: int, work: int) -> None:
     kernel(*args, bounds[0], bounds[1])
     for f in futures:
         f.result()
+
+
+def thread_count() -> int:
+    """The number of threads convcore's kernels use (``CONVCORE_NUM_THREADS``)."""
+    return _THREADS
+
+
+def run_tasks(tasks) -> list:
+    """Call each zero-argument function in ``tasks``, the first on the calling thread and
+    the rest on the pool; return their results in order."""
+    if len(tasks) == 1:
+        return [tasks[0]()]
+    pool = _get_pool()
+    futures = [pool.submit(task) for task in tasks[1:]]
+    try:
+        first = tasks[0]()
+    finally:  # never return while a pool thread may still write to the caller's arrays
+        wait(futures)
+    return [first] + [f.result() for f in futures]

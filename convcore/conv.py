@@ -2,12 +2,10 @@
 
 Three strategies, chosen per call from the geometry:
 
-- im2col + GEMM (the general case): columns ``(C*KH*KW, n*OH*OW)`` for a chunk of ``n``
-  images, viewed per group as ``(Cg*KH*KW, n*OH*OW)``, so the forward pass, dW and the
-  column gradient are one BLAS product per group and chunk; col2im folds the column
-  gradient into dx. Columns, GEMM outputs and their gradients live in the per-thread
-  workspace (:mod:`convcore.workspace`), whose limit sets the chunk size.
-- 1x1, stride 1, no padding: plain GEMMs on the input itself, no im2col.
+- im2col + GEMM (the general case, :mod:`convcore._gemm`): the forward pass, dW and the
+  column gradient are BLAS products over im2col columns held in the per-thread workspace
+  (:mod:`convcore.workspace`), the batch split over threads; col2im folds the column
+  gradient into dx. 1x1, stride 1, no padding: GEMMs on the input itself, no im2col.
 - direct Numba loops (:mod:`convcore._direct`) for tiny problems, whose fixed cost is
   lower than the NumPy calls around a GEMM, and for depthwise convolutions (one channel
   and one filter per group), where the GEMMs degenerate into matrix-vector products.
@@ -20,11 +18,10 @@ from typing import NamedTuple
 
 import numpy as np
 
+from convcore import _gemm
 from convcore._direct import depthwise_backward, depthwise_forward, tiny_backward, tiny_forward
 from convcore._geometry import Geometry, as_pair, check_ndim, conv_geometry, resolve_dtypes
-from convcore._kernels import col2im_into, im2col_into
 from convcore.padding import ModePadding, pad_for_mode
-from convcore.workspace import batch_chunks, scratch
 
 __all__ = [
     "ConvCache",
@@ -76,31 +73,6 @@ def prepare_conv(x, w, b, stride, padding, dilation, groups):
     return x, w, b, geo, out_dtype
 
 
-def _chunks(geo: Geometry, itemsize: int):
-    # per image: columns and their gradient, plus the GEMM output or its gradient
-    per_image = (2 * geo.C * geo.KH * geo.KW + geo.F) * geo.P * itemsize
-    return batch_chunks(geo.N, per_image)
-
-
-def _weight_matrix(w: np.ndarray, geo: Geometry) -> np.ndarray:
-    return w.reshape(geo.groups, geo.Fg, geo.window_rows)
-
-
-def _by_group(a: np.ndarray, geo: Geometry) -> np.ndarray:
-    """View a ``(groups * rows, m)`` matrix as ``(groups, rows, m)``."""
-    return a.reshape(geo.groups, -1, a.shape[-1])
-
-
-def _pointwise_view(a: np.ndarray, geo: Geometry, per_group: int) -> np.ndarray:
-    """View ``a (n, groups*per_group, H, W)`` as ``(n, groups, per_group, H*W)``."""
-    return a.reshape(a.shape[0], geo.groups, per_group, -1)
-
-
-def _as_filter_major(a: np.ndarray, geo: Geometry) -> np.ndarray:
-    """View a ``(F, n*OH*OW)`` GEMM operand as ``(n, F, OH, OW)``."""
-    return a.reshape(geo.F, -1, geo.OH, geo.OW).transpose(1, 0, 2, 3)
-
-
 # Below this many multiply-adds, direct loops beat im2col + GEMM (their fixed cost is a
 # few microseconds of NumPy calls).
 _DIRECT_MAX_MACS = 1 << 14
@@ -121,37 +93,6 @@ def _strategy(geo: Geometry) -> str:
     return "gemm"
 
 
-def _matmul_each(a, b, out) -> None:
-    """``out[i] = a[i] @ b[i]``, one 2-D BLAS product per leading index.
-
-    NumPy's stacked matmul leaves BLAS for transposed operands (3x slower dW measured on
-    the cifar_c32_16_k3 anchor); 2-D products with transposed views stay in BLAS.
-    """
-    for i in range(out.shape[0]):
-        np.matmul(a[i], b[i], out=out[i])
-
-
-def _forward_pointwise(x, wm, b, geo: Geometry, y) -> None:
-    """1x1, stride 1, unpadded: ``y[n] = w @ x[n]`` per image and group, no im2col."""
-    xs, ys = _pointwise_view(x, geo, geo.Cg), _pointwise_view(y, geo, geo.Fg)
-    for n in range(x.shape[0]):
-        _matmul_each(wm, xs[n], ys[n])
-    if b is not None:
-        y += b[:, None, None]
-
-
-def _forward_im2col(x, wm, b, geo: Geometry, y) -> None:
-    """im2col into the workspace, one GEMM per group, then back to NCHW (plus bias)."""
-    m = x.shape[0] * geo.P
-    cols, prod = scratch(x.dtype, (geo.C * geo.KH * geo.KW, m), (geo.groups, geo.Fg, m))
-    im2col_into(x, geo.kernel_args, cols)
-    _matmul_each(wm, _by_group(cols, geo), prod)
-    if b is None:
-        np.copyto(y, _as_filter_major(prod, geo))
-    else:
-        np.add(_as_filter_major(prod, geo), b[:, None, None], out=y)
-
-
 def _forward(x, w, b, geo: Geometry):
     y = np.empty((geo.N, geo.F, geo.OH, geo.OW), dtype=x.dtype)
     strategy = _strategy(geo)
@@ -160,34 +101,8 @@ def _forward(x, w, b, geo: Geometry):
         direct = tiny_forward if strategy == "tiny" else depthwise_forward
         direct(x, w, geo.kernel_args, geo.groups, y)
         return y
-    wm = _weight_matrix(w, geo)
-    chunk = _forward_pointwise if geo.is_pointwise else _forward_im2col
-    for n0, n1 in _chunks(geo, x.itemsize):
-        chunk(x[n0:n1], wm, b, geo, y[n0:n1])
+    _gemm.forward(x, w, b, geo, y)
     return y
-
-
-def _backward_pointwise(x, dy, wm, geo: Geometry, dx, dw, part) -> None:
-    """Per image and group: ``dx[n] = w.T @ dy[n]`` and ``dw += dy[n] @ x[n].T``."""
-    xs, dys, dxs = (_pointwise_view(a, geo, k) for a, k in ((x, geo.Cg), (dy, geo.Fg), (dx, geo.Cg)))
-    wmT = wm.transpose(0, 2, 1)
-    for n in range(x.shape[0]):
-        _matmul_each(wmT, dys[n], dxs[n])
-        _matmul_each(dys[n], xs[n].transpose(0, 2, 1), part)
-        dw += part
-
-
-def _backward_im2col(x, dy, wm, geo: Geometry, dx, dw, part) -> None:
-    """Recompute the columns; ``dw += dy @ cols.T``; ``dx = col2im(w.T @ dy)``."""
-    m = x.shape[0] * geo.P
-    rows = geo.C * geo.KH * geo.KW
-    cols, grad, dcols = scratch(x.dtype, (rows, m), (geo.groups, geo.Fg, m), (rows, m))
-    np.copyto(_as_filter_major(grad, geo), dy)
-    im2col_into(x, geo.kernel_args, cols)
-    _matmul_each(grad, _by_group(cols, geo).transpose(0, 2, 1), part)
-    dw += part
-    _matmul_each(wm.transpose(0, 2, 1), grad, _by_group(dcols, geo))
-    col2im_into(dcols, geo.kernel_args, dx)
 
 
 def _backward(dy, cache: ConvCache):
@@ -199,12 +114,7 @@ def _backward(dy, cache: ConvCache):
         direct = tiny_backward if strategy == "tiny" else depthwise_backward
         direct(x, cache.w, dy, geo.kernel_args, geo.groups, dx, dw)
         return dx, dw
-    wm = _weight_matrix(cache.w, geo)
-    dw, part = np.zeros_like(wm), np.empty_like(wm)
-    chunk = _backward_pointwise if geo.is_pointwise else _backward_im2col
-    for n0, n1 in _chunks(geo, x.itemsize):
-        chunk(x[n0:n1], dy[n0:n1], wm, geo, dx[n0:n1], dw, part)
-    return dx, dw.reshape(cache.w.shape)
+    return dx, _gemm.backward(x, cache.w, dy, geo, dx)
 
 
 def conv2d_forward(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros"):

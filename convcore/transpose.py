@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from convcore._checks import output_grad
+from convcore._gemm import image_chunks, matmul_each, weight_matrix
 from convcore._geometry import Geometry, _as_int, _padding, as_pair, check_ndim, resolve_dtypes
-from convcore.conv import _chunks, _matmul_each, _weight_matrix
 from convcore.windows import columns, fold_columns
 
 __all__ = [
@@ -125,11 +125,11 @@ def _input_matrix(x: np.ndarray, geo: Geometry) -> np.ndarray:
 
 
 def _forward(x, w, b, geo: Geometry) -> np.ndarray:
-    wt = _weight_matrix(w, geo).transpose(0, 2, 1)
+    wt = weight_matrix(w, geo).transpose(0, 2, 1)
     y = np.empty((geo.N, geo.C, geo.H, geo.W), dtype=x.dtype)
-    for n0, n1 in _chunks(geo, x.itemsize):
+    for n0, n1 in image_chunks(geo, x.itemsize):
         cols = np.empty((geo.groups, geo.window_rows, (n1 - n0) * geo.P), dtype=x.dtype)
-        _matmul_each(wt, _input_matrix(x[n0:n1], geo), cols)
+        matmul_each(wt, _input_matrix(x[n0:n1], geo), cols)
         fold_columns(cols.reshape(geo.C * geo.KH * geo.KW, -1), geo, y[n0:n1])
     if b is not None:
         y += b[:, None, None]
@@ -138,15 +138,15 @@ def _forward(x, w, b, geo: Geometry) -> np.ndarray:
 
 def _backward(dy, cache: TransposeCache):
     geo = cache.geo
-    wm = _weight_matrix(cache.w, geo)
+    wm = weight_matrix(cache.w, geo)
     dx = np.empty_like(cache.x)
     dw, part = np.zeros_like(wm), np.empty_like(wm)
-    for n0, n1 in _chunks(geo, dy.itemsize):
+    for n0, n1 in image_chunks(geo, dy.itemsize):
         cols = columns(dy[n0:n1], geo).reshape(geo.groups, geo.window_rows, -1)
-        _matmul_each(_input_matrix(cache.x[n0:n1], geo), cols.transpose(0, 2, 1), part)
+        matmul_each(_input_matrix(cache.x[n0:n1], geo), cols.transpose(0, 2, 1), part)
         dw += part
         dX = np.empty((geo.groups, geo.Fg, cols.shape[2]), dtype=dy.dtype)
-        _matmul_each(wm, cols, dX)
+        matmul_each(wm, cols, dX)
         dx[n0:n1] = dX.reshape(geo.F, n1 - n0, geo.OH, geo.OW).transpose(1, 0, 2, 3)
     return dx, dw.reshape(cache.w.shape)
 

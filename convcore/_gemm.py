@@ -1,0 +1,263 @@
+"""The im2col + GEMM engine behind :func:`convcore.conv2d` in the general case.
+
+Per group, the forward pass, dW and the column gradient are BLAS products over im2col
+columns ``(Cg*KH*KW, m)`` of ``m`` output positions; col2im folds the column gradient into
+dx. A 1x1, stride-1, unpadded convolution multiplies the input itself, with no im2col.
+
+Work plan (:func:`forward_plan`, :func:`backward_plan`): convcore's threads share the
+work and BLAS runs single-threaded inside them, so each core gathers its own columns and
+multiplies them (with BLAS threads beside the kernels, a kernel thread ran up to 1.6x
+slower while they spun after each GEMM), and no result depends on how many BLAS threads
+another call left running. A batch of at least one image per thread is split into
+contiguous ranges of images; a smaller one is split by output rows (forward) and by input
+channels (backward: dW rows, column-gradient rows and the dx planes they fold into all
+belong to one channel). Each thread walks its share in chunks whose scratch (columns,
+their gradient, the GEMM output) stays under its share of the workspace limit and
+:data:`_CHUNK_BYTES`; an image larger than that runs in bands of output rows. No two
+threads write one element; with an image split each thread keeps its own dW, and the
+partial sums are added in thread order, so results are bitwise reproducible for a given
+thread count and workspace limit.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from convcore._blas import single_threaded_blas
+from convcore._geometry import Geometry
+from convcore._kernels import col2im_into, im2col_into
+from convcore._threads import run_tasks, thread_count
+from convcore.workspace import batch_chunks, get_workspace_limit, scratch
+
+# Scratch per chunk when the batch is split over threads (measured on the anchor suite:
+# see README, Performance); the workspace limit caps it further.
+_CHUNK_BYTES = 8 << 20
+# Below this many multiply-adds a call runs on the calling thread only: handing work to
+# the pool costs ~0.1 ms here. Split over two threads, the b1_c16_32x32_k3 anchor (2.4M)
+# ran 2x slower and lenet_c1_28_k5 (5.5M) 10-20% faster.
+_MIN_PARALLEL_MACS = 1 << 22
+
+
+class Chunk(NamedTuple):
+    """Images ``[n0, n1)``, output rows ``[oh0, oh1)`` and input channels ``[c0, c1)``."""
+
+    n0: int
+    n1: int
+    oh0: int
+    oh1: int
+    c0: int
+    c1: int
+
+
+def _scratch_per_row(geo: Geometry, itemsize: int, channels: int) -> int:
+    # one output row of one image: its columns and their gradient, plus the GEMM output
+    if geo.is_pointwise:
+        return 0
+    return (2 * channels * geo.KH * geo.KW + geo.F) * geo.OW * itemsize
+
+
+def _split(n: int, parts: int) -> list[tuple[int, int]]:
+    return [(n * t // parts, n * (t + 1) // parts) for t in range(parts)]
+
+
+def _chunks(geo: Geometry, images, rows, channels, budget: int, itemsize: int) -> list[Chunk]:
+    """Chunks covering ``images x rows x channels`` (each a ``(start, stop)`` range) with at
+    most ``budget`` bytes of scratch each, several whole images at a time if they fit."""
+    (n0, n1), (h0, h1), (c0, c1) = images, rows, channels
+    per_row = _scratch_per_row(geo, itemsize, c1 - c0)
+    whole = per_row * geo.OH
+    if (h0, h1, c0, c1) == (0, geo.OH, 0, geo.C) and whole <= budget:
+        step = max(n1 - n0, 1) if whole == 0 else budget // whole
+        return [Chunk(n, min(n + step, n1), 0, geo.OH, 0, geo.C) for n in range(n0, n1, step)]
+    band = max(1, budget // per_row) if per_row else h1 - h0
+    return [Chunk(n, n + 1, h, min(h + band, h1), c0, c1) for n in range(n0, n1) for h in range(h0, h1, band)]
+
+
+def _threads_for(geo: Geometry, parts: int) -> int:
+    macs = geo.N * geo.F * geo.P * geo.Cg * geo.KH * geo.KW
+    return max(1, min(thread_count(), parts)) if macs >= _MIN_PARALLEL_MACS else 1
+
+
+def _budget(threads: int) -> int:
+    return min(get_workspace_limit() // threads, _CHUNK_BYTES)
+
+
+def forward_plan(geo: Geometry, itemsize: int) -> list[list[Chunk]]:
+    """The forward chunks of each thread, in order; the first list runs on the caller."""
+    everything = ((0, geo.N), (0, geo.OH), (0, geo.C))
+    threads = _threads_for(geo, max(geo.N, geo.OH))
+    budget = _budget(threads)
+    if geo.N >= threads:
+        shares = [(part, *everything[1:]) for part in _split(geo.N, threads)]
+    else:
+        shares = [(everything[0], part, everything[2]) for part in _split(geo.OH, threads)]
+    return [_chunks(geo, *share, budget, itemsize) for share in shares]
+
+
+def backward_plan(geo: Geometry, itemsize: int) -> list[list[Chunk]]:
+    """The backward chunks of each thread, in order; the first list runs on the caller."""
+    everything = ((0, geo.N), (0, geo.OH), (0, geo.C))
+    threads = _threads_for(geo, max(geo.N, geo.C))
+    budget = _budget(threads)
+    if geo.N >= threads:
+        shares = [(part, *everything[1:]) for part in _split(geo.N, threads)]
+    else:
+        shares = [(*everything[:2], part) for part in _split(geo.C, threads)]
+    return [_chunks(geo, *share, budget, itemsize) for share in shares]
+
+
+def image_chunks(geo: Geometry, itemsize: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` image ranges whose columns, column gradient and GEMM output fit
+    the workspace limit (for callers that run on one thread)."""
+    per_image = (2 * geo.C * geo.KH * geo.KW + geo.F) * geo.P * itemsize
+    return batch_chunks(geo.N, per_image)
+
+
+def _run(work, per_thread: list[list[Chunk]]) -> list:
+    """``work(chunks)`` for each thread's chunks, BLAS single-threaded throughout."""
+    with single_threaded_blas():
+        if len(per_thread) == 1:
+            return [work(per_thread[0])]
+        return run_tasks([lambda chunks=chunks: work(chunks) for chunks in per_thread])
+
+
+def weight_matrix(w: np.ndarray, geo: Geometry) -> np.ndarray:
+    """View ``w (F, Cg, KH, KW)`` as ``(groups, Fg, Cg*KH*KW)``."""
+    return w.reshape(geo.groups, geo.Fg, geo.window_rows)
+
+
+def matmul_each(a, b, out) -> None:
+    """``out[i] = a[i] @ b[i]``, one 2-D BLAS product per leading index.
+
+    NumPy's stacked matmul leaves BLAS for transposed operands (3x slower dW measured on
+    the cifar_c32_16_k3 anchor); 2-D products with transposed views stay in BLAS.
+    """
+    for i in range(out.shape[0]):
+        np.matmul(a[i], b[i], out=out[i])
+
+
+def _block(a: np.ndarray, geo: Geometry, per_group: int, c: Chunk) -> np.ndarray:
+    """View output rows ``[oh0, oh1)`` of one image ``a (groups*per_group, OH, OW)`` as
+    ``(groups, per_group, m)``."""
+    return a.reshape(geo.groups, per_group, -1)[:, :, c.oh0 * geo.OW : c.oh1 * geo.OW]
+
+
+def _as_filter_major(a: np.ndarray, geo: Geometry, n: int) -> np.ndarray:
+    """View a ``(F, n*OH*OW)`` GEMM operand as ``(n, F, OH, OW)``."""
+    return a.reshape(geo.F, n, geo.OH, geo.OW).transpose(1, 0, 2, 3)
+
+
+def _segments(geo: Geometry, c: Chunk, per_channel: int) -> list[tuple[int, int, int, int]]:
+    """For each group meeting channels ``[c0, c1)``: the group, the first and last row of
+    its weight matrix that those channels own, and where those rows start in the chunk's
+    columns (``per_channel`` rows per channel)."""
+    out = []
+    for g in range(c.c0 // geo.Cg, (c.c1 - 1) // geo.Cg + 1):
+        lo, hi = max(c.c0, g * geo.Cg), min(c.c1, (g + 1) * geo.Cg)
+        out.append(
+            (g, (lo - g * geo.Cg) * per_channel, (hi - g * geo.Cg) * per_channel, (lo - c.c0) * per_channel)
+        )
+    return out
+
+
+def _forward_pointwise(x, wm, b, geo: Geometry, y, c: Chunk) -> None:
+    """1x1, stride 1, unpadded: ``y[n] = w @ x[n]`` per image and group, no im2col."""
+    for n in range(c.n0, c.n1):
+        out = _block(y[n], geo, geo.Fg, c)
+        matmul_each(wm, _block(x[n], geo, geo.Cg, c), out)
+        if b is not None:
+            out += b.reshape(geo.groups, geo.Fg, 1)
+
+
+def _forward_im2col(x, wm, b, geo: Geometry, y, c: Chunk) -> None:
+    """im2col into the workspace, one GEMM per group into NCHW ``y`` (plus bias).
+
+    A single image's product lands in ``y`` directly; several images' go through the
+    workspace and are transposed into place.
+    """
+    n = c.n1 - c.n0
+    m = n * (c.oh1 - c.oh0) * geo.OW
+    rows = geo.C * geo.KH * geo.KW
+    if n == 1:
+        (cols,) = scratch(x.dtype, (rows, m))
+        out = _block(y[c.n0], geo, geo.Fg, c)
+    else:
+        cols, out = scratch(x.dtype, (rows, m), (geo.groups, geo.Fg, m))
+    im2col_into(x[c.n0 : c.n1], geo.kernel_args, cols, (c.oh0, c.oh1))
+    matmul_each(wm, cols.reshape(geo.groups, -1, m), out)
+    if n == 1:
+        if b is not None:
+            out += b.reshape(geo.groups, geo.Fg, 1)
+    elif b is None:
+        np.copyto(y[c.n0 : c.n1], _as_filter_major(out, geo, n))
+    else:
+        np.add(_as_filter_major(out, geo, n), b[:, None, None], out=y[c.n0 : c.n1])
+
+
+def forward(x, w, b, geo: Geometry, y) -> None:
+    """Fill ``y (N, F, OH, OW)`` with the convolution of ``x`` and ``w`` (plus ``b``)."""
+    wm = weight_matrix(w, geo)
+    chunk_forward = _forward_pointwise if geo.is_pointwise else _forward_im2col
+
+    def work(chunks):
+        for c in chunks:
+            chunk_forward(x, wm, b, geo, y, c)
+
+    _run(work, forward_plan(geo, x.itemsize))
+
+
+def _backward_pointwise(x, dy, wm, geo: Geometry, dx, dw, part, c: Chunk) -> None:
+    """Per image and group: ``dx[n] = w.T @ dy[n]`` and ``dw += dy[n] @ x[n].T``, for the
+    chunk's channels."""
+    for n in range(c.n0, c.n1):
+        xs, dys, dxs = (
+            x[n].reshape(geo.C, -1),
+            dy[n].reshape(geo.groups, geo.Fg, -1),
+            dx[n].reshape(geo.C, -1),
+        )
+        for g, r0, r1, _ in _segments(geo, c, 1):
+            channels = slice(g * geo.Cg + r0, g * geo.Cg + r1)
+            np.matmul(wm[g, :, r0:r1].T, dys[g], out=dxs[channels])
+            np.matmul(dys[g], xs[channels].T, out=part[g, :, r0:r1])
+            dw[g, :, r0:r1] += part[g, :, r0:r1]
+
+
+def _backward_im2col(x, dy, wm, geo: Geometry, dx, dw, part, c: Chunk) -> None:
+    """Recompute the columns of the chunk's channels; ``dw += dy @ cols.T``; add
+    ``col2im(w.T @ dy)`` into dx (the first band of an image overwrites it)."""
+    n = c.n1 - c.n0
+    m = n * (c.oh1 - c.oh0) * geo.OW
+    per_channel = geo.KH * geo.KW
+    rows = (c.c1 - c.c0) * per_channel
+    if n == 1:
+        cols, dcols = scratch(x.dtype, (rows, m), (rows, m))
+        grad = _block(dy[c.n0], geo, geo.Fg, c)
+    else:  # whole images, every channel
+        cols, grad, dcols = scratch(x.dtype, (rows, m), (geo.groups, geo.Fg, m), (rows, m))
+        np.copyto(_as_filter_major(grad, geo, n), dy[c.n0 : c.n1])
+    im2col_into(x[c.n0 : c.n1, c.c0 : c.c1], geo.kernel_args, cols, (c.oh0, c.oh1))
+    for g, r0, r1, k in _segments(geo, c, per_channel):
+        np.matmul(grad[g], cols[k : k + r1 - r0].T, out=part[g, :, r0:r1])
+        dw[g, :, r0:r1] += part[g, :, r0:r1]
+        np.matmul(wm[g, :, r0:r1].T, grad[g], out=dcols[k : k + r1 - r0])
+    col2im_into(dcols, geo.kernel_args, dx[c.n0 : c.n1, c.c0 : c.c1], (c.oh0, c.oh1), overwrite=c.oh0 == 0)
+
+
+def backward(x, w, dy, geo: Geometry, dx) -> np.ndarray:
+    """Fill ``dx`` with the input gradient; return the weight gradient, shaped like ``w``."""
+    wm = weight_matrix(w, geo)
+    chunk_backward = _backward_pointwise if geo.is_pointwise else _backward_im2col
+
+    def work(chunks):
+        dw, part = np.zeros_like(wm), np.empty_like(wm)
+        for c in chunks:
+            chunk_backward(x, dy, wm, geo, dx, dw, part, c)
+        return dw
+
+    partial = _run(work, backward_plan(geo, x.itemsize))
+    dw = partial[0]
+    for p in partial[1:]:
+        dw += p
+    return dw.reshape(w.shape)

@@ -1,0 +1,180 @@
+"""The im2col + GEMM engine's work plan: every split (by images, output rows, input
+channels) and every chunking gives the reference's results, and the plan covers the work
+exactly once without two threads writing one element."""
+
+import contextlib
+import threading
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import convcore as cc
+from convcore import _blas, _gemm, _threads, reference
+from convcore._geometry import conv_geometry
+
+from strategies import (
+    arrays_for,
+    assert_float32_agreement,
+    assert_float64_agreement,
+    conv_configs,
+    engine_and_reference,
+    engine_path,
+)
+
+ENGINE = (cc.conv2d_forward, cc.conv2d_backward)
+REFERENCE = (reference.conv2d_forward, reference.conv2d_backward)
+
+
+@contextlib.contextmanager
+def split_work(threads, chunk_bytes):
+    """Split even tiny problems over ``threads`` threads in chunks of ``chunk_bytes``."""
+    saved = _threads._THREADS, _gemm._MIN_PARALLEL_MACS, _gemm._CHUNK_BYTES
+    _threads._THREADS, _gemm._MIN_PARALLEL_MACS, _gemm._CHUNK_BYTES = threads, 0, chunk_bytes
+    try:
+        with engine_path("gemm"):
+            yield
+    finally:
+        _threads._THREADS, _gemm._MIN_PARALLEL_MACS, _gemm._CHUNK_BYTES = saved
+
+
+# 1 byte: one output row per chunk; 2 KiB: a few rows or images; 1 MiB: whole shares
+SPLITS = [(2, 1), (2, 2048), (3, 1), (3, 1 << 20)]
+
+
+@pytest.mark.parametrize("threads, chunk_bytes", SPLITS)
+@given(cfg=conv_configs(), seed=st.integers(0, 2**16))
+def test_every_split_agrees_with_reference(threads, chunk_bytes, cfg, seed):
+    with split_work(threads, chunk_bytes):
+        got, want, _ = engine_and_reference(ENGINE, REFERENCE, *arrays_for(cfg, seed), cfg["opts"])
+    assert_float64_agreement(got, want)
+
+
+@pytest.mark.parametrize("threads, chunk_bytes", SPLITS)
+@given(cfg=conv_configs(), seed=st.integers(0, 2**16))
+def test_every_split_agrees_in_float32(threads, chunk_bytes, cfg, seed):
+    with split_work(threads, chunk_bytes):
+        got, want, magnitudes = engine_and_reference(
+            ENGINE, REFERENCE, *arrays_for(cfg, seed, np.float32), cfg["opts"]
+        )
+    assert_float32_agreement(got, want, magnitudes)
+
+
+@pytest.mark.parametrize(
+    "x_shape, w_shape, opts",
+    [
+        ((1, 6, 9, 7), (6, 2, 3, 3), dict(groups=3, padding=1)),  # channel split across groups
+        ((1, 5, 8, 8), (4, 5, 1, 1), {}),  # pointwise, one image
+        ((2, 4, 6, 6), (6, 2, 1, 1), dict(groups=2)),  # pointwise, grouped, images split
+        ((1, 3, 11, 10), (2, 3, 3, 2), dict(stride=(2, 3), padding=((2, 0), (1, 1)), dilation=(2, 1))),
+        ((5, 2, 4, 4), (3, 2, 4, 4), {}),  # kernel as large as the input
+    ],
+)
+@pytest.mark.parametrize("threads, chunk_bytes", SPLITS)
+def test_splits_of_edge_configurations(x_shape, w_shape, opts, threads, chunk_bytes):
+    cfg = dict(x=x_shape, w=w_shape, bias=True)
+    with split_work(threads, chunk_bytes):
+        got, want, _ = engine_and_reference(ENGINE, REFERENCE, *arrays_for(cfg, 5), opts)
+    assert_float64_agreement(got, want)
+
+
+def _covered(plan, geo, axes):
+    """How often each (image, output row[, channel]) is visited, and by which thread."""
+    count = np.zeros([geo.N, geo.OH] + ([geo.C] if "c" in axes else []), np.int64)
+    owner = np.full(count.shape, -1)
+    for t, chunks in enumerate(plan):
+        for c in chunks:
+            block = (slice(c.n0, c.n1), slice(c.oh0, c.oh1)) + ((slice(c.c0, c.c1),) if "c" in axes else ())
+            count[block] += 1
+            owner[block] = t
+    return count, owner
+
+
+@given(
+    n=st.integers(1, 6),
+    c=st.integers(1, 6),
+    h=st.integers(1, 12),
+    threads=st.integers(1, 4),
+    chunk_bytes=st.sampled_from([1, 500, 5000, 1 << 20]),
+)
+def test_plans_cover_the_work_once_and_keep_each_plane_on_one_thread(n, c, h, threads, chunk_bytes):
+    geo = conv_geometry((n, c, h, h), (3, c, 3, 3), 1, 1, 1, 1)
+    with split_work(threads, chunk_bytes):
+        forward, backward = _gemm.forward_plan(geo, 8), _gemm.backward_plan(geo, 8)
+    assert len(forward) == min(threads, max(n, geo.OH)) and len(backward) == min(threads, max(n, c))
+    count, _ = _covered(forward, geo, "nh")
+    assert (count == 1).all()
+    count, owner = _covered(backward, geo, "nhc")
+    assert (count == 1).all()
+    # col2im adds every row band of a plane dx[n, c] into it: one thread per plane
+    assert (owner == owner[:, :1, :]).all()
+    for chunks in backward:  # bands of an image come in order, the first overwrites
+        starts = [(ch.n0, ch.c0, ch.oh0) for ch in chunks]
+        assert starts == sorted(starts)
+
+
+def test_chunks_respect_the_workspace_limit():
+    geo = conv_geometry((8, 16, 40, 40), (32, 16, 3, 3), 1, 1, 1, 1)
+    per_row = _gemm._scratch_per_row(geo, 4, geo.C)
+    old = cc.set_workspace_limit(6 * per_row)
+    try:
+        with split_work(2, 1 << 30):
+            plans = _gemm.forward_plan(geo, 4), _gemm.backward_plan(geo, 4)
+    finally:
+        cc.set_workspace_limit(old)
+    for plan in plans:
+        assert len(plan) == 2
+        for chunks in plan:
+            for c in chunks:  # each of two threads holds at most half the limit
+                assert (c.n1 - c.n0) * (c.oh1 - c.oh0) * per_row <= 3 * per_row
+
+
+def test_split_results_are_bitwise_reproducible():
+    x, w, b = arrays_for(dict(x=(3, 4, 9, 9), w=(5, 4, 3, 3), bias=True), 2)
+    with split_work(2, 2048):
+        runs = [
+            cc.conv2d_backward(np.ones((3, 5, 9, 9)), cc.conv2d_forward(x, w, b, padding=1)[1])
+            for _ in range(3)
+        ]
+    for run in runs[1:]:
+        for a, c in zip(run, runs[0], strict=True):
+            assert a.tobytes() == c.tobytes()
+
+
+def _blas_threads():
+    return [lib.get_num_threads() for lib in _blas._blas_libraries()]
+
+
+def test_single_threaded_blas_is_nestable_and_restores_the_count():
+    before = _blas_threads()
+    with _blas.single_threaded_blas():
+        assert _blas_threads() == [1] * len(before)
+        with _blas.single_threaded_blas():
+            assert _blas_threads() == [1] * len(before)
+        assert _blas_threads() == [1] * len(before)
+    assert _blas_threads() == before
+
+
+def test_single_threaded_blas_works_from_any_thread():
+    """Any thread may be the first to enter (threadpoolctl would let only one thread
+    change OpenBLAS's count), and the last to leave restores it."""
+    if not _blas._blas_libraries():
+        pytest.skip("no BLAS library found")
+    before = _blas_threads()
+    inside, entered, release = [], threading.Event(), threading.Event()
+
+    def hold():
+        with _blas.single_threaded_blas():
+            inside.append(_blas_threads())
+            entered.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    entered.wait(10)
+    seen_by_main = _blas_threads()
+    release.set()
+    holder.join()
+    assert inside == [[1] * len(before)] and seen_by_main == [1] * len(before)
+    assert _blas_threads() == before
