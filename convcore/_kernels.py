@@ -3,9 +3,10 @@
 Column layout: ``cols[r, n * P + oh * OW + ow]`` with ``r = (c * KH + kh) * KW + kw`` and
 ``P = OH * OW``: a ``(C*KH*KW, N*P)`` matrix, so one GEMM per group covers a whole batch.
 
-Each kernel processes a range ``[lo, hi)`` of independent jobs whose writes never overlap
-(so they could be split over threads, as the depthwise kernels are); the wrappers below
-run the whole range on the calling thread, for the reason given above them.
+Each call covers a band of output rows ``[oh0, oh1)`` of a few images (columns
+``(C*KH*KW, n*(oh1-oh0)*OW)``), so the engine can keep its columns under the workspace
+limit; it runs on the calling thread, and :mod:`convcore._gemm` gives each of its
+threads whole images, or whole channels, so no two threads write one element.
 """
 
 from __future__ import annotations
