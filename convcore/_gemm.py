@@ -38,6 +38,8 @@ _CHUNK_BYTES = 8 << 20
 # the pool costs ~0.1 ms here. Split over two threads, the b1_c16_32x32_k3 anchor (2.4M)
 # ran 2x slower and lenet_c1_28_k5 (5.5M) 10-20% faster.
 _MIN_PARALLEL_MACS = 1 << 22
+# Images with at least this many output positions are multiplied one at a time.
+_PER_IMAGE_MIN_P = 1024
 
 
 class Chunk(NamedTuple):
@@ -171,26 +173,35 @@ def _forward_pointwise(x, wm, b, geo: Geometry, y, c: Chunk) -> None:
             out += b.reshape(geo.groups, geo.Fg, 1)
 
 
-def _forward_im2col(x, wm, b, geo: Geometry, y, c: Chunk) -> None:
-    """im2col into the workspace, one GEMM per group into NCHW ``y`` (plus bias).
+def _per_image(geo: Geometry, c: Chunk) -> int:
+    """Output positions per GEMM: one image's (rows) at a time, multiplying straight into
+    ``y`` and out of ``dy``, or 0 for one GEMM over the whole chunk, whose product and
+    output gradient are transposed through the workspace (cheaper for small images)."""
+    n, m = c.n1 - c.n0, (c.oh1 - c.oh0) * geo.OW
+    return m if n == 1 or geo.P >= _PER_IMAGE_MIN_P else 0
 
-    A single image's product lands in ``y`` directly; several images' go through the
-    workspace and are transposed into place.
-    """
+
+def _forward_im2col(x, wm, b, geo: Geometry, y, c: Chunk) -> None:
+    """im2col into the workspace, then one GEMM per group (and image, see
+    :func:`_per_image`) into NCHW ``y``, plus the bias."""
     n = c.n1 - c.n0
     m = n * (c.oh1 - c.oh0) * geo.OW
     rows = geo.C * geo.KH * geo.KW
-    if n == 1:
+    per = _per_image(geo, c)
+    if per:
         (cols,) = scratch(x.dtype, (rows, m))
-        out = _block(y[c.n0], geo, geo.Fg, c)
     else:
         cols, out = scratch(x.dtype, (rows, m), (geo.groups, geo.Fg, m))
     im2col_into(x[c.n0 : c.n1], geo.kernel_args, cols, (c.oh0, c.oh1))
+    if per:
+        for i in range(n):
+            out = _block(y[c.n0 + i], geo, geo.Fg, c)
+            matmul_each(wm, cols[:, i * per : (i + 1) * per].reshape(geo.groups, -1, per), out)
+            if b is not None:
+                out += b.reshape(geo.groups, geo.Fg, 1)
+        return
     matmul_each(wm, cols.reshape(geo.groups, -1, m), out)
-    if n == 1:
-        if b is not None:
-            out += b.reshape(geo.groups, geo.Fg, 1)
-    elif b is None:
+    if b is None:
         np.copyto(y[c.n0 : c.n1], _as_filter_major(out, geo, n))
     else:
         np.add(_as_filter_major(out, geo, n), b[:, None, None], out=y[c.n0 : c.n1])
@@ -231,17 +242,21 @@ def _backward_im2col(x, dy, wm, geo: Geometry, dx, dw, part, c: Chunk) -> None:
     m = n * (c.oh1 - c.oh0) * geo.OW
     per_channel = geo.KH * geo.KW
     rows = (c.c1 - c.c0) * per_channel
-    if n == 1:
+    per = _per_image(geo, c)
+    if per:
         cols, dcols = scratch(x.dtype, (rows, m), (rows, m))
-        grad = _block(dy[c.n0], geo, geo.Fg, c)
+        grads = [_block(dy[c.n0 + i], geo, geo.Fg, c) for i in range(n)]
     else:  # whole images, every channel
         cols, grad, dcols = scratch(x.dtype, (rows, m), (geo.groups, geo.Fg, m), (rows, m))
         np.copyto(_as_filter_major(grad, geo, n), dy[c.n0 : c.n1])
+        grads, per = [grad], m
     im2col_into(x[c.n0 : c.n1, c.c0 : c.c1], geo.kernel_args, cols, (c.oh0, c.oh1))
-    for g, r0, r1, k in _segments(geo, c, per_channel):
-        np.matmul(grad[g], cols[k : k + r1 - r0].T, out=part[g, :, r0:r1])
-        dw[g, :, r0:r1] += part[g, :, r0:r1]
-        np.matmul(wm[g, :, r0:r1].T, grad[g], out=dcols[k : k + r1 - r0])
+    for i, grad in enumerate(grads):
+        positions = slice(i * per, (i + 1) * per)
+        for g, r0, r1, k in _segments(geo, c, per_channel):
+            np.matmul(grad[g], cols[k : k + r1 - r0, positions].T, out=part[g, :, r0:r1])
+            dw[g, :, r0:r1] += part[g, :, r0:r1]
+            np.matmul(wm[g, :, r0:r1].T, grad[g], out=dcols[k : k + r1 - r0, positions])
     col2im_into(dcols, geo.kernel_args, dx[c.n0 : c.n1, c.c0 : c.c1], (c.oh0, c.oh1), overwrite=c.oh0 == 0)
 
 
