@@ -5,8 +5,11 @@ from __future__ import annotations
 import functools
 import time
 
+import numpy as np
+
 import convcore
 from convcore import reference
+from convcore._geometry import conv_geometry
 from convcore.bench import measure, sweep
 from convcore.bench.configs import Config
 
@@ -49,13 +52,41 @@ def reference_figures(cfg: Config) -> dict:
     }
 
 
+@functools.cache
+def gemm_bound(cfg: Config) -> dict:
+    """Per phase, the time of the GEMMs an im2col engine cannot avoid, with NumPy's BLAS
+    (its own thread count): per group, columns ``(N*OH*OW, Cg*KH*KW)`` times the weights
+    (forward), and the weight gradient and column gradient (backward). Best of 5."""
+    case = prepared(cfg)
+    geo = conv_geometry(case.x.shape, case.w.shape, **case.options)
+    rng = np.random.default_rng(2)
+    m = geo.N * geo.P
+    cols = rng.standard_normal((m, geo.window_rows)).astype(cfg.dtype)
+    wm = rng.standard_normal((geo.window_rows, geo.Fg)).astype(cfg.dtype)
+    dy = rng.standard_normal((m, geo.Fg)).astype(cfg.dtype)
+
+    def forward():
+        for _ in range(geo.groups):
+            cols @ wm
+
+    def backward():
+        for _ in range(geo.groups):
+            dy.T @ cols
+            dy @ wm.T
+
+    forward(), backward()  # first touch of the products' pages
+    fwd, bwd = measure.best_of(forward, 5), measure.best_of(backward, 5)
+    return {"forward": fwd, "backward": bwd, "forward+backward": fwd + bwd}
+
+
 def phase_flops(cfg: Config, phase: str) -> int:
     """Forward is one of the three GEMMs, backward the other two."""
     return {"forward": cfg.flops // 3, "backward": 2 * cfg.flops // 3, "forward+backward": cfg.flops}[phase]
 
 
 def record_figures(benchmark, cfg: Config, phase: str, calibration: float, is_reference=False) -> None:
-    """Fill ``extra_info``: GFLOP/s, speed-up over the reference, max error, time / calibration."""
+    """Fill ``extra_info``: GFLOP/s, speed-up over the reference, time over the GEMM bound,
+    max error, time / calibration."""
     ref = reference_figures(cfg)
     info = benchmark.extra_info
     info.update(config=cfg.label, phase=phase, max_error=ref["max_error"], calibration_s=calibration)
@@ -68,6 +99,8 @@ def record_figures(benchmark, cfg: Config, phase: str, calibration: float, is_re
     info["relative_to_calibration"] = best / calibration
     if not is_reference:
         info["speedup"] = ref[phase] / best
+        info["gemm_bound_s"] = gemm_bound(cfg)[phase]
+        info["relative_to_gemm_bound"] = best / info["gemm_bound_s"]
 
 
 def reference_too_slow(cfg: Config) -> bool:
