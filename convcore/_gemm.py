@@ -29,7 +29,7 @@ from convcore._blas import single_threaded_blas
 from convcore._geometry import Geometry
 from convcore._kernels import col2im_into, im2col_into
 from convcore._threads import run_tasks, thread_count
-from convcore.workspace import batch_chunks, get_workspace_limit, scratch
+from convcore.workspace import get_workspace_limit, scratch
 
 # Scratch per chunk when the batch is split over threads (measured on the anchor suite:
 # see README, Performance); the workspace limit caps it further.
@@ -108,13 +108,6 @@ def backward_plan(geo: Geometry, itemsize: int) -> list[list[Chunk]]:
     else:
         shares = [(*everything[:2], part) for part in _split(geo.C, threads)]
     return [_chunks(geo, *share, budget, itemsize) for share in shares]
-
-
-def image_chunks(geo: Geometry, itemsize: int) -> list[tuple[int, int]]:
-    """``(start, stop)`` image ranges whose columns, column gradient and GEMM output fit
-    the workspace limit (for callers that run on one thread)."""
-    per_image = (2 * geo.C * geo.KH * geo.KW + geo.F) * geo.P * itemsize
-    return batch_chunks(geo.N, per_image)
 
 
 def _run(work, per_thread: list[list[Chunk]]) -> list:
@@ -221,57 +214,66 @@ def forward(x, w, b, geo: Geometry, y) -> None:
 
 def _backward_pointwise(x, dy, wm, geo: Geometry, dx, dw, part, c: Chunk) -> None:
     """Per image and group: ``dx[n] = w.T @ dy[n]`` and ``dw += dy[n] @ x[n].T``, for the
-    chunk's channels."""
+    chunk's channels (each only when its array is given)."""
     for n in range(c.n0, c.n1):
-        xs, dys, dxs = (
-            x[n].reshape(geo.C, -1),
-            dy[n].reshape(geo.groups, geo.Fg, -1),
-            dx[n].reshape(geo.C, -1),
-        )
+        dys = dy[n].reshape(geo.groups, geo.Fg, -1)
         for g, r0, r1, _ in _segments(geo, c, 1):
             channels = slice(g * geo.Cg + r0, g * geo.Cg + r1)
-            np.matmul(wm[g, :, r0:r1].T, dys[g], out=dxs[channels])
-            np.matmul(dys[g], xs[channels].T, out=part[g, :, r0:r1])
-            dw[g, :, r0:r1] += part[g, :, r0:r1]
+            if dx is not None:
+                np.matmul(wm[g, :, r0:r1].T, dys[g], out=dx[n].reshape(geo.C, -1)[channels])
+            if x is not None:
+                np.matmul(dys[g], x[n].reshape(geo.C, -1)[channels].T, out=part[g, :, r0:r1])
+                dw[g, :, r0:r1] += part[g, :, r0:r1]
 
 
 def _backward_im2col(x, dy, wm, geo: Geometry, dx, dw, part, c: Chunk) -> None:
-    """Recompute the columns of the chunk's channels; ``dw += dy @ cols.T``; add
-    ``col2im(w.T @ dy)`` into dx (the first band of an image overwrites it)."""
+    """Recompute the columns of the chunk's channels and add ``dy @ cols.T`` into dw
+    (given x); add ``col2im(w.T @ dy)`` into dx, the first band of an image overwriting
+    it (given dx)."""
     n = c.n1 - c.n0
     m = n * (c.oh1 - c.oh0) * geo.OW
     per_channel = geo.KH * geo.KW
     rows = (c.c1 - c.c0) * per_channel
     per = _per_image(geo, c)
     if per:
-        cols, dcols = scratch(x.dtype, (rows, m), (rows, m))
+        cols, dcols = scratch(dy.dtype, (rows, m), (rows, m))
         grads = [_block(dy[c.n0 + i], geo, geo.Fg, c) for i in range(n)]
     else:  # whole images, every channel
-        cols, grad, dcols = scratch(x.dtype, (rows, m), (geo.groups, geo.Fg, m), (rows, m))
+        cols, grad, dcols = scratch(dy.dtype, (rows, m), (geo.groups, geo.Fg, m), (rows, m))
         np.copyto(_as_filter_major(grad, geo, n), dy[c.n0 : c.n1])
         grads, per = [grad], m
-    im2col_into(x[c.n0 : c.n1, c.c0 : c.c1], geo.kernel_args, cols, (c.oh0, c.oh1))
+    if x is not None:
+        im2col_into(x[c.n0 : c.n1, c.c0 : c.c1], geo.kernel_args, cols, (c.oh0, c.oh1))
     for i, grad in enumerate(grads):
         positions = slice(i * per, (i + 1) * per)
         for g, r0, r1, k in _segments(geo, c, per_channel):
-            np.matmul(grad[g], cols[k : k + r1 - r0, positions].T, out=part[g, :, r0:r1])
-            dw[g, :, r0:r1] += part[g, :, r0:r1]
-            np.matmul(wm[g, :, r0:r1].T, grad[g], out=dcols[k : k + r1 - r0, positions])
-    col2im_into(dcols, geo.kernel_args, dx[c.n0 : c.n1, c.c0 : c.c1], (c.oh0, c.oh1), overwrite=c.oh0 == 0)
+            if x is not None:
+                np.matmul(grad[g], cols[k : k + r1 - r0, positions].T, out=part[g, :, r0:r1])
+                dw[g, :, r0:r1] += part[g, :, r0:r1]
+            if dx is not None:
+                np.matmul(wm[g, :, r0:r1].T, grad[g], out=dcols[k : k + r1 - r0, positions])
+    if dx is not None:
+        col2im_into(
+            dcols, geo.kernel_args, dx[c.n0 : c.n1, c.c0 : c.c1], (c.oh0, c.oh1), overwrite=c.oh0 == 0
+        )
 
 
-def backward(x, w, dy, geo: Geometry, dx) -> np.ndarray:
-    """Fill ``dx`` with the input gradient; return the weight gradient, shaped like ``w``."""
+def backward(x, w, dy, geo: Geometry, dx) -> np.ndarray | None:
+    """Gradients of the convolution of ``x`` and ``w`` from ``dy (N, F, OH, OW)``: fill
+    ``dx (N, C, H, W)`` with the input gradient unless it is None, and return the weight
+    gradient, shaped like ``w``, unless ``x`` is None."""
     wm = weight_matrix(w, geo)
     chunk_backward = _backward_pointwise if geo.is_pointwise else _backward_im2col
 
     def work(chunks):
-        dw, part = np.zeros_like(wm), np.empty_like(wm)
+        dw, part = (None, None) if x is None else (np.zeros_like(wm), np.empty_like(wm))
         for c in chunks:
             chunk_backward(x, dy, wm, geo, dx, dw, part, c)
         return dw
 
-    partial = _run(work, backward_plan(geo, x.itemsize))
+    partial = _run(work, backward_plan(geo, dy.itemsize))
+    if x is None:
+        return None
     dw = partial[0]
     for p in partial[1:]:
         dw += p

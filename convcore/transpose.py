@@ -15,10 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from convcore import _gemm
 from convcore._checks import output_grad
-from convcore._gemm import image_chunks, matmul_each, weight_matrix
 from convcore._geometry import Geometry, _as_int, _padding, as_pair, check_ndim, resolve_dtypes
-from convcore.windows import columns, fold_columns
 
 __all__ = [
     "TransposeOptions",
@@ -119,36 +118,22 @@ def _prepare(x, w, b, opts: TransposeOptions):
     return x, w, b, geo, out_dtype
 
 
-def _input_matrix(x: np.ndarray, geo: Geometry) -> np.ndarray:
-    """``x (n, C_in, H, W)`` -> ``(groups, C_in/groups, n*H*W)``, columns ordered (n, h, w)."""
-    return np.ascontiguousarray(x.transpose(1, 0, 2, 3)).reshape(geo.groups, geo.Fg, -1)
-
-
 def _forward(x, w, b, geo: Geometry) -> np.ndarray:
-    wt = weight_matrix(w, geo).transpose(0, 2, 1)
+    # the input gradient of the convolution whose output gradient is x
     y = np.empty((geo.N, geo.C, geo.H, geo.W), dtype=x.dtype)
-    for n0, n1 in image_chunks(geo, x.itemsize):
-        cols = np.empty((geo.groups, geo.window_rows, (n1 - n0) * geo.P), dtype=x.dtype)
-        matmul_each(wt, _input_matrix(x[n0:n1], geo), cols)
-        fold_columns(cols.reshape(geo.C * geo.KH * geo.KW, -1), geo, y[n0:n1])
+    _gemm.backward(None, w, x, geo, y)
     if b is not None:
         y += b[:, None, None]
     return y
 
 
 def _backward(dy, cache: TransposeCache):
+    # dx: that convolution applied to dy; dw: its weight gradient, with input dy and
+    # output gradient x
     geo = cache.geo
-    wm = weight_matrix(cache.w, geo)
     dx = np.empty_like(cache.x)
-    dw, part = np.zeros_like(wm), np.empty_like(wm)
-    for n0, n1 in image_chunks(geo, dy.itemsize):
-        cols = columns(dy[n0:n1], geo).reshape(geo.groups, geo.window_rows, -1)
-        matmul_each(_input_matrix(cache.x[n0:n1], geo), cols.transpose(0, 2, 1), part)
-        dw += part
-        dX = np.empty((geo.groups, geo.Fg, cols.shape[2]), dtype=dy.dtype)
-        matmul_each(wm, cols, dX)
-        dx[n0:n1] = dX.reshape(geo.F, n1 - n0, geo.OH, geo.OW).transpose(1, 0, 2, 3)
-    return dx, dw.reshape(cache.w.shape)
+    _gemm.forward(dy, cache.w, None, geo, dx)
+    return dx, _gemm.backward(dy, cache.w, cache.x, geo, None)
 
 
 def conv_transpose2d_forward(x, w, b=None, *, stride=1, padding=0, output_padding=0, dilation=1, groups=1):

@@ -13,7 +13,7 @@ import threading
 
 import numpy as np
 
-__all__ = ["get_workspace_limit", "set_workspace_limit", "batch_chunks", "scratch", "release_workspace"]
+__all__ = ["get_workspace_limit", "set_workspace_limit", "scratch", "release_workspace"]
 
 _DEFAULT_MB = 256
 
@@ -57,12 +57,6 @@ def set_workspace_limit(nbytes: int) -> int:
     return previous
 
 
-def batch_chunks(n_images: int, bytes_per_image: int) -> list[tuple[int, int]]:
-    """``(start, stop)`` ranges of images whose scratch fits in the limit."""
-    per_chunk = max(1, _limit // max(bytes_per_image, 1))
-    return [(start, min(start + per_chunk, n_images)) for start in range(0, n_images, per_chunk)]
-
-
 _ALIGN = 64
 _SMALL = 4096  # elements
 _local = threading.local()
@@ -72,7 +66,8 @@ def scratch(dtype, *shapes) -> list[np.ndarray]:
     """Uninitialised arrays of the given shapes, carved from this thread's workspace buffer.
 
     The buffer is reused from call to call (no fresh pages to fault in) and grows to the
-    largest request seen; every request is planned by :func:`batch_chunks` to fit the limit.
+    largest request seen; the engine plans its requests to fit the limit (each of its
+    threads holds at most its share).
     The arrays are only valid until the next call of this function on the same thread.
     """
     counts = [math.prod(s) for s in shapes]

@@ -1,5 +1,6 @@
 """The im2col + GEMM engine's work plan: every split (by images, output rows, input
-channels) and every chunking gives the reference's results, and the plan covers the work
+channels) and every chunking gives the reference's results, for the convolution and the
+transposed convolution (which runs on the same engine), and the plan covers the work
 exactly once without two threads writing one element."""
 
 import contextlib
@@ -7,8 +8,9 @@ import threading
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
+from layer_strategies import transpose_configs, transpose_out_size
 
 import convcore as cc
 from convcore import _blas, _gemm, _threads, reference
@@ -25,6 +27,8 @@ from strategies import (
 
 ENGINE = (cc.conv2d_forward, cc.conv2d_backward)
 REFERENCE = (reference.conv2d_forward, reference.conv2d_backward)
+TRANSPOSED = (cc.conv_transpose2d_forward, cc.conv_transpose2d_backward)
+TRANSPOSED_REFERENCE = (reference.conv_transpose2d_forward, reference.conv_transpose2d_backward)
 
 
 @contextlib.contextmanager
@@ -59,6 +63,18 @@ def test_every_split_agrees_in_float32(threads, chunk_bytes, cfg, seed):
             ENGINE, REFERENCE, *arrays_for(cfg, seed, np.float32), cfg["opts"]
         )
     assert_float32_agreement(got, want, magnitudes)
+
+
+@pytest.mark.parametrize("threads, chunk_bytes", SPLITS)
+@given(cfg=transpose_configs(), seed=st.integers(0, 2**16))
+def test_every_split_of_the_transposed_convolution_agrees_with_reference(threads, chunk_bytes, cfg, seed):
+    assume(min(transpose_out_size(cfg)) >= 1)
+    rng = np.random.default_rng(seed)
+    x, w = rng.standard_normal(cfg["x"]), rng.standard_normal(cfg["w"])
+    b = None if cfg["b"] is None else rng.standard_normal(cfg["b"])
+    with split_work(threads, chunk_bytes):
+        got, want, _ = engine_and_reference(TRANSPOSED, TRANSPOSED_REFERENCE, x, w, b, cfg["opts"])
+    assert_float64_agreement(got, want)
 
 
 @pytest.mark.parametrize(

@@ -66,12 +66,36 @@ def test_run_split_covers_every_job_once(monkeypatch, threads):
 
 
 def test_concurrent_calls_match_sequential_calls():
-    problems = [_problem(dt, n) for dt in (np.float32, np.float64) for n in (1, 5, 9)]
+    # the largest batch is split over threads (the others run on the calling thread)
+    problems = [_problem(dt, n) for dt in (np.float32, np.float64) for n in (1, 5, 24)]
     expected = [_fwd_bwd(*p, padding="same") for p in problems]
     results = [None] * (4 * len(problems))
 
     def worker(i):
         results[i] = _fwd_bwd(*problems[i % len(problems)], padding="same")
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(results))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i, got in enumerate(results):
+        for a, c in zip(got, expected[i % len(problems)], strict=True):
+            assert a.tobytes() == c.tobytes()
+
+
+def test_concurrent_transposed_convolutions_match_sequential_calls():
+    def run(x, w, b):
+        y, cache = cc.conv_transpose2d_forward(x, w, b, stride=2, padding=1, output_padding=1)
+        return (y, *cc.conv_transpose2d_backward(np.cos(y), cache))
+
+    problems = [_problem(dt, n) for dt in (np.float32, np.float64) for n in (1, 30)]
+    problems = [(x, w.transpose(1, 0, 2, 3)[:, :6].copy(), b[:6]) for x, w, b in problems]
+    expected = [run(*p) for p in problems]
+    results = [None] * (4 * len(problems))
+
+    def worker(i):
+        results[i] = run(*problems[i % len(problems)])
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(results))]
     for t in threads:

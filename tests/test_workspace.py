@@ -56,20 +56,6 @@ def test_set_limit_returns_previous(limit):
     assert cc.set_workspace_limit(before) == 12345
 
 
-@pytest.mark.parametrize(
-    "n, per_image, nbytes, expected",
-    [
-        (10, 100, 1000, [(0, 10)]),
-        (10, 100, 350, [(0, 3), (3, 6), (6, 9), (9, 10)]),
-        (3, 100, 50, [(0, 1), (1, 2), (2, 3)]),  # one image per chunk at least
-        (0, 100, 1000, []),
-    ],
-)
-def test_batch_chunks(limit, n, per_image, nbytes, expected):
-    limit(nbytes)
-    assert workspace.batch_chunks(n, per_image) == expected
-
-
 def test_scratch_reuses_one_buffer():
     workspace.release_workspace()
     a, b = workspace.scratch(np.float32, (100, 100), (7, 50))
