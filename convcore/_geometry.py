@@ -62,17 +62,11 @@ class Geometry(NamedTuple):
 
     @property
     def is_pointwise(self) -> bool:
-        """True for a 1x1, stride-1, unpadded window: a plain GEMM, no im2col."""
-        return (self.KH, self.KW, self.sh, self.sw, self.pt, self.pb, self.pl, self.pr) == (
-            1,
-            1,
-            1,
-            1,
-            0,
-            0,
-            0,
-            0,
-        )
+        """True for a 1x1, stride-1, unpadded window whose output is the whole input (a
+        transposed convolution's output padding adds input rows no output reads): a
+        plain GEMM on the input, no im2col."""
+        window = (self.KH, self.KW, self.sh, self.sw, self.pt, self.pb, self.pl, self.pr)
+        return window == (1, 1, 1, 1, 0, 0, 0, 0) and (self.H, self.W) == (self.OH, self.OW)
 
     @property
     def kernel_args(self) -> tuple[int, ...]:
