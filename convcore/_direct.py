@@ -9,7 +9,16 @@
 
 from __future__ import annotations
 
-from convcore._numba import _axpy_row, _dot_row, _jit, _valid_range, _zero, check_contiguous
+import numpy as np
+
+from convcore._numba import (
+    _axpy_row,
+    _jit,
+    _mul_add_row,
+    _valid_range,
+    _zero,
+    check_contiguous,
+)
 from convcore._threads import run_split
 
 
@@ -120,12 +129,14 @@ def _shift_add_input_grad(gy, w, KH, KW, sh, sw, dh, dw, pt, pl, OH, OW, groups,
 def _shift_add_weight_grad(x, gy, KH, KW, sh, sw, dh, dw, pt, pl, OH, OW, groups, gw, lo, hi):
     """Weight gradient of :func:`_shift_add`, one filter per job ``j = f`` (overwritten): each
     tap is the dot product of the output gradient with the input it saw, over the batch.
-    Products are taken in the arrays' dtype; the long sum is accumulated in float64."""
+    Products are taken in the arrays' dtype; the long sum is accumulated in float64, one
+    partial sum per output column (see :func:`convcore._numba._mul_add_row`)."""
     N, C, H, W = x.shape
     F, Cg = gw.shape[0], gw.shape[1]
     Fg = F // groups
     P = OH * OW
     xf, gyf = x.ravel(), gy.ravel()
+    sums = np.zeros(OW)
     for f in range(lo, hi):
         first = (f // Fg) * Cg
         for c in range(Cg):
@@ -134,15 +145,15 @@ def _shift_add_weight_grad(x, gy, KH, KW, sh, sw, dh, dw, pt, pl, OH, OW, groups
                 for kw in range(KW):
                     off = kw * dw - pl
                     w_lo, w_hi = _valid_range(off, sw, W, OW)
-                    acc = 0.0  # float64: a float32 sum over N*OH*OW terms would drift
+                    sums[:] = 0  # float64: a float32 sum over N*OH*OW terms would drift
                     for n in range(N):
                         plane = (n * C + first + c) * H * W
                         for oh in range(h_lo, h_hi):
                             src = plane + (oh * sh + kh * dh - pt) * W + off + w_lo * sw
-                            acc = _dot_row(
-                                gyf, (n * F + f) * P + oh * OW + w_lo, xf, src, sw, w_hi - w_lo, acc
+                            _mul_add_row(
+                                sums, gyf, (n * F + f) * P + oh * OW + w_lo, xf, src, sw, w_hi - w_lo
                             )
-                    gw[f, c, kh, kw] = acc
+                    gw[f, c, kh, kw] = sums.sum()
 
 
 def depthwise_forward(x, w, geo_args, groups, y) -> None:

@@ -83,18 +83,22 @@ def _axpy_row(dst, d, dstep, src, s, sstep, n, alpha):
 
 
 @_jit
-def _dot_row(a, ia, b, ib, bstep, n, acc):
-    """``acc + sum(a[ia + i] * b[ib + i * bstep] for i < n)``, unsigned indices."""
+def _mul_add_row(acc, a, ia, b, ib, bstep, n):
+    """``acc[i] += a[ia + i] * b[ib + i * bstep]`` for ``i < n``, unsigned indices.
+
+    A dot product kept as a row of partial sums, one per column: the loop carries no
+    dependency from one element to the next, so it vectorises, and each partial sum
+    adds its terms in a fixed order. Finish with ``acc[:n].sum()``.
+    """
     if n <= 0:
-        return acc
+        return
     ia, ib, bstep, n = numba.uint64(ia), numba.uint64(ib), numba.uint64(bstep), numba.uint64(n)
     if bstep == 1:
         for i in range(n):
-            acc += a[ia + i] * b[ib + i]
+            acc[i] += a[ia + i] * b[ib + i]
     else:
         for i in range(n):
-            acc += a[ia + i] * b[ib + i * bstep]
-    return acc
+            acc[i] += a[ia + i] * b[ib + i * bstep]
 
 
 def check_contiguous(*arrays) -> None:
