@@ -39,10 +39,13 @@ def numerical_gradient(f, a: np.ndarray, h: float = 1e-5) -> np.ndarray:
     return grad
 
 
-def gradcheck(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1, seed=0, h=1e-5) -> dict:
+def gradcheck(
+    x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros", seed=0, h=1e-5
+) -> dict:
     """Compare :func:`conv2d_backward` with centred differences of :func:`conv2d`.
 
     The loss is ``sum(conv2d(x, w, b) * dy)`` for a random ``dy``; computed in float64.
+    The options are :func:`conv2d`'s.
 
     Returns
     -------
@@ -58,7 +61,7 @@ def gradcheck(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1, seed=0
     >>> all(e < 1e-7 for e in errs.values())
     True
     """
-    opts = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    opts = dict(stride=stride, padding=padding, dilation=dilation, groups=groups, padding_mode=padding_mode)
     x = np.array(x, dtype=np.float64)
     w = np.array(w, dtype=np.float64)
     b = None if b is None else np.array(b, dtype=np.float64)

@@ -21,7 +21,15 @@ def test_engine_gradients_match_numerical_gradients(path, cfg, seed):
 
 
 @pytest.mark.parametrize(
-    "opts", [dict(stride=2, padding=1), dict(padding="same", dilation=2), dict(groups=2, stride=(1, 3))]
+    "opts",
+    [
+        dict(stride=2, padding=1),
+        dict(padding="same", dilation=2),
+        dict(groups=2, stride=(1, 3)),
+        dict(padding=2, padding_mode="reflect"),
+        dict(padding=(1, 2), stride=2, padding_mode="replicate"),
+        dict(padding="same", dilation=2, padding_mode="circular"),
+    ],
 )
 def test_gradcheck_named_configurations(opts):
     rng = np.random.default_rng(0)
