@@ -11,7 +11,15 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["Geometry", "as_pair", "window_geometry", "conv_geometry", "resolve_dtypes"]
+__all__ = [
+    "Geometry",
+    "as_int",
+    "as_pair",
+    "padding_sides",
+    "window_geometry",
+    "conv_geometry",
+    "resolve_dtypes",
+]
 
 
 class Geometry(NamedTuple):
@@ -74,7 +82,8 @@ class Geometry(NamedTuple):
         return (self.KH, self.KW, self.sh, self.sw, self.dh, self.dw, self.pt, self.pl, self.OH, self.OW)
 
 
-def _as_int(value, name: str, minimum: int) -> int:
+def as_int(value, name: str, minimum: int) -> int:
+    """``value`` as an int of at least ``minimum``, else an error naming ``name`` and the value."""
     if type(value) is int and value >= minimum:  # the common case, checked cheaply
         return value
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
@@ -98,10 +107,10 @@ def as_pair(value, name: str, minimum: int = 1) -> tuple[int, int]:
     if isinstance(value, (tuple, list)):
         if len(value) != 2:
             raise ValueError(f"{name} must be an int or a pair (h, w), got {value!r}")
-        return (_as_int(value[0], name, minimum), _as_int(value[1], name, minimum))
+        return (as_int(value[0], name, minimum), as_int(value[1], name, minimum))
     if isinstance(value, np.ndarray) and value.shape == (2,):
         return as_pair(tuple(value.tolist()), name, minimum)
-    v = _as_int(value, name, minimum)
+    v = as_int(value, name, minimum)
     return (v, v)
 
 
@@ -111,7 +120,7 @@ def _same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[i
     return total // 2, total - total // 2
 
 
-def _padding(padding, H, W, k, s, d) -> tuple[int, int, int, int]:
+def padding_sides(padding, H, W, k, s, d) -> tuple[int, int, int, int]:
     """Return ``(top, bottom, left, right)`` for any accepted padding form."""
     if isinstance(padding, str):
         if padding == "valid":
@@ -159,7 +168,7 @@ def window_geometry(x_shape, kernel_size, stride=1, padding=0, dilation=1, *, F=
     k = as_pair(kernel_size, "kernel_size")
     s = as_pair(stride, "stride")
     d = as_pair(dilation, "dilation")
-    pt, pb, pl, pr = _padding(padding, H, W, k, s, d)
+    pt, pb, pl, pr = padding_sides(padding, H, W, k, s, d)
     OH = _output_size(H, pt + pb, k[0], s[0], d[0], "rows")
     OW = _output_size(W, pl + pr, k[1], s[1], d[1], "columns")
     return Geometry(N, C, H, W, k[0], k[1], s[0], s[1], d[0], d[1], pt, pb, pl, pr, OH, OW, F, groups)
@@ -175,7 +184,7 @@ def conv_geometry(x_shape, w_shape, stride=1, padding=0, dilation=1, groups=1) -
     """Validate a convolution of ``x (N, C, H, W)`` with ``w (F, C/groups, KH, KW)``."""
     N, C, H, W = x_shape
     F, Cg, KH, KW = w_shape
-    groups = _as_int(groups, "groups", 1)
+    groups = as_int(groups, "groups", 1)
     if C % groups or F % groups:
         raise ValueError(f"groups={groups} must divide both the input channels C={C} and the filters F={F}")
     if Cg * groups != C:

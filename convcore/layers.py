@@ -19,7 +19,7 @@ import math
 import numpy as np
 
 from convcore._checks import as_flag
-from convcore._geometry import _as_int, as_pair, check_ndim, conv_geometry
+from convcore._geometry import as_int, as_pair, check_ndim, conv_geometry
 from convcore.conv import conv2d_backward, conv2d_forward
 from convcore.padding import check_padding_mode
 from convcore.pooling import (
@@ -116,9 +116,9 @@ class Layer:
 
 
 def _channels(in_channels, out_channels, groups) -> tuple[int, int, int]:
-    cin = _as_int(in_channels, "in_channels", 1)
-    cout = _as_int(out_channels, "out_channels", 1)
-    g = _as_int(groups, "groups", 1)
+    cin = as_int(in_channels, "in_channels", 1)
+    cout = as_int(out_channels, "out_channels", 1)
+    g = as_int(groups, "groups", 1)
     if cin % g or cout % g:
         raise ValueError(f"groups={g} must divide both in_channels={cin} and out_channels={cout}")
     return cin, cout, g

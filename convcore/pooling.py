@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from convcore._checks import as_flag, float_input, output_grad
-from convcore._geometry import Geometry, _as_int, as_pair, check_ndim
+from convcore._geometry import Geometry, as_int, as_pair, check_ndim
 from convcore.windows import columns, fold_columns
 
 __all__ = [
@@ -314,8 +314,8 @@ def _pool_param(pool_param) -> dict:
     if missing:
         raise ValueError(f"pool_param is missing {missing}")
     kernel = (
-        _as_int(pool_param["pool_height"], "pool_param['pool_height']", 1),
-        _as_int(pool_param["pool_width"], "pool_param['pool_width']", 1),
+        as_int(pool_param["pool_height"], "pool_param['pool_height']", 1),
+        as_int(pool_param["pool_width"], "pool_param['pool_width']", 1),
     )
     stride = pool_param.get("stride")
     return {

@@ -17,7 +17,7 @@ import numpy as np
 
 from convcore import _gemm
 from convcore._checks import output_grad
-from convcore._geometry import Geometry, _as_int, _padding, as_pair, check_ndim, resolve_dtypes
+from convcore._geometry import Geometry, as_int, as_pair, check_ndim, padding_sides, resolve_dtypes
 
 __all__ = [
     "TransposeOptions",
@@ -52,14 +52,14 @@ def transpose_options(stride=1, padding=0, output_padding=0, dilation=1, groups=
         raise ValueError(
             f"padding must be an int, a pair or a pair of pairs for a transposed convolution, got {padding!r}"
         )
-    pads = _padding(padding, 0, 0, (1, 1), s, d)
+    pads = padding_sides(padding, 0, 0, (1, 1), s, d)
     op = as_pair(output_padding, "output_padding", minimum=0)
     for axis in range(2):
         if op[axis] >= s[axis] and op[axis] >= d[axis]:
             raise ValueError(
                 f"output_padding={op} must be smaller than either stride={s} or dilation={d} in each axis"
             )
-    return TransposeOptions(s, pads, op, d, _as_int(groups, "groups", 1))
+    return TransposeOptions(s, pads, op, d, as_int(groups, "groups", 1))
 
 
 def transpose_geometry(x_shape, w_shape, opts: TransposeOptions) -> Geometry:
