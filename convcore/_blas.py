@@ -13,7 +13,6 @@ import itertools
 import os
 import threading
 from collections.abc import Callable
-from contextlib import contextmanager
 from typing import NamedTuple
 
 __all__ = ["single_threaded_blas"]
@@ -55,25 +54,34 @@ def _blas_libraries() -> list[_Library]:
     return _libraries
 
 
-@contextmanager
-def single_threaded_blas():
-    """Run the body with BLAS limited to one thread (re-entrant and thread-safe)."""
-    global _active, _saved
-    libraries = _blas_libraries()
-    with _lock:
-        if _active == 0:
-            _saved = [lib.get_num_threads() for lib in libraries]
-            for lib in libraries:
-                lib.set_num_threads(1)
-        _active += 1
-    try:
-        yield
-    finally:
+class _SingleThreadedBlas:
+    """Context manager: BLAS limited to one thread in the body (re-entrant, thread-safe)."""
+
+    def __enter__(self):
+        global _active, _saved
+        libraries = _blas_libraries()
+        with _lock:
+            if _active == 0:
+                _saved = [lib.get_num_threads() for lib in libraries]
+                for lib in libraries:
+                    lib.set_num_threads(1)
+            _active += 1
+
+    def __exit__(self, *exc):
+        global _active
         with _lock:
             _active -= 1
             if _active == 0:
-                for lib, n in zip(libraries, _saved):
+                for lib, n in zip(_libraries, _saved):
                     lib.set_num_threads(n)
+
+
+_SINGLE = _SingleThreadedBlas()
+
+
+def single_threaded_blas() -> _SingleThreadedBlas:
+    """``with single_threaded_blas(): ...`` runs the body with BLAS limited to one thread."""
+    return _SINGLE
 
 
 def _after_fork() -> None:

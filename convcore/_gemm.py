@@ -21,6 +21,7 @@ thread count and workspace limit.
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import numpy as np
@@ -77,40 +78,40 @@ def _chunks(geo: Geometry, images, rows, channels, budget: int, itemsize: int) -
     return [Chunk(n, n + 1, h, min(h + band, h1), c0, c1) for n in range(n0, n1) for h in range(h0, h1, band)]
 
 
-def _threads_for(geo: Geometry, parts: int) -> int:
+def forward_plan(geo: Geometry, itemsize: int) -> tuple[tuple[Chunk, ...], ...]:
+    """The forward chunks of each thread, in order; the first runs on the caller. A batch
+    smaller than the thread count is split by output rows."""
+    return _plan(geo, itemsize, 1, *_settings())
+
+
+def backward_plan(geo: Geometry, itemsize: int) -> tuple[tuple[Chunk, ...], ...]:
+    """The backward chunks of each thread, in order; the first runs on the caller. A
+    batch smaller than the thread count is split by input channels."""
+    return _plan(geo, itemsize, 2, *_settings())
+
+
+def _settings() -> tuple[int, int, int, int]:
+    return thread_count(), get_workspace_limit(), _CHUNK_BYTES, _MIN_PARALLEL_MACS
+
+
+@functools.lru_cache(maxsize=256)
+def _plan(geo: Geometry, itemsize: int, small_batch_axis: int, threads, limit, chunk_bytes, min_macs):
+    """Cached: a layer runs the same geometry call after call, and planning costs ~10 us."""
+    everything = ((0, geo.N), (0, geo.OH), (0, geo.C))
+    extent = everything[small_batch_axis][1]
     macs = geo.N * geo.F * geo.P * geo.Cg * geo.KH * geo.KW
-    return max(1, min(thread_count(), parts)) if macs >= _MIN_PARALLEL_MACS else 1
+    threads = max(1, min(threads, max(geo.N, extent))) if macs >= min_macs else 1
+    budget = min(limit // threads, chunk_bytes)
+    axis = 0 if geo.N >= threads else small_batch_axis
+    shares = []
+    for part in _split(everything[axis][1], threads):
+        share = list(everything)
+        share[axis] = part
+        shares.append(tuple(_chunks(geo, *share, budget, itemsize)))
+    return tuple(shares)
 
 
-def _budget(threads: int) -> int:
-    return min(get_workspace_limit() // threads, _CHUNK_BYTES)
-
-
-def forward_plan(geo: Geometry, itemsize: int) -> list[list[Chunk]]:
-    """The forward chunks of each thread, in order; the first list runs on the caller."""
-    everything = ((0, geo.N), (0, geo.OH), (0, geo.C))
-    threads = _threads_for(geo, max(geo.N, geo.OH))
-    budget = _budget(threads)
-    if geo.N >= threads:
-        shares = [(part, *everything[1:]) for part in _split(geo.N, threads)]
-    else:
-        shares = [(everything[0], part, everything[2]) for part in _split(geo.OH, threads)]
-    return [_chunks(geo, *share, budget, itemsize) for share in shares]
-
-
-def backward_plan(geo: Geometry, itemsize: int) -> list[list[Chunk]]:
-    """The backward chunks of each thread, in order; the first list runs on the caller."""
-    everything = ((0, geo.N), (0, geo.OH), (0, geo.C))
-    threads = _threads_for(geo, max(geo.N, geo.C))
-    budget = _budget(threads)
-    if geo.N >= threads:
-        shares = [(part, *everything[1:]) for part in _split(geo.N, threads)]
-    else:
-        shares = [(*everything[:2], part) for part in _split(geo.C, threads)]
-    return [_chunks(geo, *share, budget, itemsize) for share in shares]
-
-
-def _run(work, per_thread: list[list[Chunk]]) -> list:
+def _run(work, per_thread) -> list:
     """``work(chunks)`` for each thread's chunks, BLAS single-threaded throughout."""
     with single_threaded_blas():
         if len(per_thread) == 1:

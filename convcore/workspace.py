@@ -79,8 +79,9 @@ def scratch(dtype, *shapes) -> list[np.ndarray]:
     total = sum(sizes)
     if buf is None or buf.size < total + _ALIGN or buf.size > max(total, _limit) + _ALIGN:
         _local.buffer = buf = None  # free the old buffer before allocating its successor
-        _local.buffer = buf = np.empty(total + _ALIGN, dtype=np.uint8)
-    out, start = [], -buf.ctypes.data % _ALIGN
+        buf = np.empty(total + _ALIGN, dtype=np.uint8)
+        _local.buffer, _local.aligned = buf, -buf.__array_interface__["data"][0] % _ALIGN
+    out, start = [], _local.aligned
     for shape, n, size in zip(shapes, counts, sizes, strict=True):
         out.append(buf[start : start + n * dtype.itemsize].view(dtype).reshape(shape))
         start += size
