@@ -1,0 +1,94 @@
+"""Where a forward+backward pass spends its time, per anchor shape, on one thread.
+
+    python benchmarks/profile_anchors.py [--dtype float32 float64] [--repeats 10]
+
+The engine's pieces are timed by wrapping them: the im2col and col2im kernels, the BLAS
+products (``np.matmul``), and the transposed copies between GEMM layouts and NCHW
+(``np.copyto``/``np.add``). "other" is the rest of the wall time: argument checks, output
+allocation and first touch, bias, the bias gradient, planning and Python overhead. One
+thread (and single-threaded BLAS, as always inside the engine) so the pieces add up;
+with two threads each thread runs about half of each piece.
+"""
+
+import argparse
+import time
+from collections import Counter
+
+import numpy as np
+
+import convcore as cc
+from convcore import _gemm, _threads
+from convcore.bench.configs import anchor_suite
+
+PIECES = ("im2col", "gemm", "col2im", "copies", "other")
+
+
+def _timed(totals: Counter, piece: str, function):
+    def timed(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            totals[piece] += time.perf_counter() - start
+
+    return timed
+
+
+class _TimedNumPy:
+    """Stands in for ``np`` inside the engine module, timing the calls that matter."""
+
+    def __init__(self, totals: Counter):
+        self.matmul = _timed(totals, "gemm", np.matmul)
+        self.copyto = _timed(totals, "copies", np.copyto)
+        self.add = _timed(totals, "copies", np.add)
+
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+
+def profile(cfg, repeats: int, totals: Counter) -> dict:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(cfg.x_shape).astype(cfg.dtype)
+    w = rng.standard_normal(cfg.w_shape).astype(cfg.dtype)
+    b = np.zeros(cfg.F, cfg.dtype)
+    opts = cfg.options
+    y, _ = cc.conv2d_forward(x, w, b, **opts)
+    dy = rng.standard_normal(y.shape).astype(cfg.dtype)
+
+    def run():
+        _, cache = cc.conv2d_forward(x, w, b, **opts)
+        cc.conv2d_backward(dy, cache)
+
+    run()
+    run()
+    totals.clear()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        run()
+    wall = (time.perf_counter() - start) / repeats
+    ms = {piece: totals[piece] / repeats * 1e3 for piece in PIECES[:-1]}
+    ms["other"] = wall * 1e3 - sum(ms.values())
+    return {"total": wall * 1e3, **ms}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dtype", nargs="+", default=["float32"], choices=["float32", "float64"])
+    parser.add_argument("--repeats", type=int, default=10)
+    args = parser.parse_args()
+    totals = Counter()
+    _threads._THREADS = 1
+    _gemm.np = _TimedNumPy(totals)
+    _gemm.im2col_into = _timed(totals, "im2col", _gemm.im2col_into)
+    _gemm.col2im_into = _timed(totals, "col2im", _gemm.col2im_into)
+    print(
+        f"{'configuration':22s} {'total ms':>9s} " + " ".join(f"{p:>7s}" for p in PIECES) + "  (% of total)"
+    )
+    for cfg in anchor_suite(tuple(args.dtype)):
+        ms = profile(cfg, args.repeats, totals)
+        shares = " ".join(f"{100 * ms[p] / ms['total']:6.0f}%" for p in PIECES)
+        print(f"{cfg.label:22s} {ms['total']:9.2f} {shares}")
+
+
+if __name__ == "__main__":
+    main()
