@@ -4,7 +4,9 @@ The im2col + GEMM engine splits a batch over its thread pool, and each thread ca
 on its own share. A multi-threaded BLAS inside each of them would oversubscribe the
 cores, so while any such call is in flight the BLAS libraries NumPy loaded
 (found by ``threadpoolctl``) run one thread; the previous count is restored when the last
-concurrent call leaves. Other code calling BLAS at the same time also sees one thread.
+concurrent call leaves. Other code calling BLAS at the same time also sees one thread,
+and a ``threadpoolctl.threadpool_limits`` block in another thread that starts during a
+convolution and ends after it restores the count it saw when it started: one.
 """
 
 from __future__ import annotations

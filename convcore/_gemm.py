@@ -29,8 +29,9 @@ import numpy as np
 from convcore._blas import single_threaded_blas
 from convcore._geometry import Geometry
 from convcore._kernels import col2im_into, im2col_into
+from convcore._numba import check_contiguous
 from convcore._threads import run_tasks, thread_count
-from convcore.workspace import get_workspace_limit, scratch
+from convcore.workspace import fit_workspace, get_workspace_limit, scratch
 
 # Scratch per chunk when the batch is split over threads (measured on the anchor suite:
 # see README, Performance); the workspace limit caps it further.
@@ -101,7 +102,7 @@ def _plan(geo: Geometry, itemsize: int, small_batch_axis: int, threads, limit, c
     extent = everything[small_batch_axis][1]
     macs = geo.N * geo.F * geo.P * geo.Cg * geo.KH * geo.KW
     threads = max(1, min(threads, max(geo.N, extent))) if macs >= min_macs else 1
-    budget = min(limit // threads, chunk_bytes)
+    budget = _budget(threads, limit, chunk_bytes)
     axis = 0 if geo.N >= threads else small_batch_axis
     shares = []
     for part in _split(everything[axis][1], threads):
@@ -111,12 +112,24 @@ def _plan(geo: Geometry, itemsize: int, small_batch_axis: int, threads, limit, c
     return tuple(shares)
 
 
+def _budget(threads: int, limit: int, chunk_bytes: int) -> int:
+    """Scratch bytes per thread: its share of the limit, at most ``chunk_bytes``."""
+    return min(limit // threads, chunk_bytes)
+
+
 def _run(work, per_thread) -> list:
-    """``work(chunks)`` for each thread's chunks, BLAS single-threaded throughout."""
+    """``work(chunks)`` for each thread's chunks, BLAS single-threaded throughout; each
+    thread first drops a workspace buffer larger than its share."""
+    budget = _budget(len(per_thread), get_workspace_limit(), _CHUNK_BYTES)
+
+    def task(chunks):
+        fit_workspace(budget)
+        return work(chunks)
+
     with single_threaded_blas():
         if len(per_thread) == 1:
-            return [work(per_thread[0])]
-        return run_tasks([lambda chunks=chunks: work(chunks) for chunks in per_thread])
+            return [task(per_thread[0])]
+        return run_tasks([lambda chunks=chunks: task(chunks) for chunks in per_thread])
 
 
 def weight_matrix(w: np.ndarray, geo: Geometry) -> np.ndarray:
@@ -203,6 +216,7 @@ def _forward_im2col(x, wm, b, geo: Geometry, y, c: Chunk) -> None:
 
 def forward(x, w, b, geo: Geometry, y) -> None:
     """Fill ``y (N, F, OH, OW)`` with the convolution of ``x`` and ``w`` (plus ``b``)."""
+    check_contiguous(x, w, y)  # written through reshaped views, which must not be copies
     wm = weight_matrix(w, geo)
     chunk_forward = _forward_pointwise if geo.is_pointwise else _forward_im2col
 
@@ -236,11 +250,13 @@ def _backward_im2col(x, dy, wm, geo: Geometry, dx, dw, part, c: Chunk) -> None:
     per_channel = geo.KH * geo.KW
     rows = (c.c1 - c.c0) * per_channel
     per = _per_image(geo, c)
+    # columns for the weight gradient (given x), their gradient for dx (given dx)
+    shapes = [(rows if x is not None else 0, m), (rows if dx is not None else 0, m)]
     if per:
-        cols, dcols = scratch(dy.dtype, (rows, m), (rows, m))
+        cols, dcols = scratch(dy.dtype, *shapes)
         grads = [_block(dy[c.n0 + i], geo, geo.Fg, c) for i in range(n)]
     else:  # whole images, every channel
-        cols, grad, dcols = scratch(dy.dtype, (rows, m), (geo.groups, geo.Fg, m), (rows, m))
+        cols, dcols, grad = scratch(dy.dtype, *shapes, (geo.groups, geo.Fg, m))
         np.copyto(_as_filter_major(grad, geo, n), dy[c.n0 : c.n1])
         grads, per = [grad], m
     if x is not None:
@@ -263,6 +279,7 @@ def backward(x, w, dy, geo: Geometry, dx) -> np.ndarray | None:
     """Gradients of the convolution of ``x`` and ``w`` from ``dy (N, F, OH, OW)``: fill
     ``dx (N, C, H, W)`` with the input gradient unless it is None, and return the weight
     gradient, shaped like ``w``, unless ``x`` is None."""
+    check_contiguous(*(a for a in (x, w, dy, dx) if a is not None))  # see forward
     wm = weight_matrix(w, geo)
     chunk_backward = _backward_pointwise if geo.is_pointwise else _backward_im2col
 

@@ -6,7 +6,9 @@ Column layout: ``cols[r, n * P + oh * OW + ow]`` with ``r = (c * KH + kh) * KW +
 Each call covers a band of output rows ``[oh0, oh1)`` of a few images (columns
 ``(C*KH*KW, n*(oh1-oh0)*OW)``), so the engine can keep its columns under the workspace
 limit; it runs on the calling thread, and :mod:`convcore._gemm` gives each of its
-threads whole images, or whole channels, so no two threads write one element.
+threads whole images, or (for a batch smaller than the thread count) bands of output rows
+in the forward pass and whole input channels in the backward pass, so no two threads
+write one element.
 """
 
 from __future__ import annotations

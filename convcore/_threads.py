@@ -1,8 +1,10 @@
-"""Thread-level parallelism for the direct (depthwise) kernels.
+"""Thread-level parallelism: a small pool of Python threads shared by every call.
 
-The kernels are serial Numba functions that release the GIL and process a range of
-independent jobs; :func:`run_split` hands contiguous ranges to a small pool of Python
-threads. Python threads are used rather than Numba's ``parallel=True``: an OpenMP or
+:func:`run_split` hands contiguous ranges of independent jobs of a serial Numba kernel
+(the depthwise loops) to the pool; :func:`run_tasks` runs the im2col + GEMM engine's
+per-thread shares. The kernels and BLAS release the GIL. A task already running on the
+pool that asks for more parallel work runs it itself (waiting on the pool from inside it
+could deadlock). Python threads are used rather than Numba's ``parallel=True``: an OpenMP or
 workqueue team waiting for a core that BLAS threads still spin on after a GEMM stalled for
 milliseconds (7.6 ms around a 0.04 ms im2col), and Numba's workqueue layer cannot be
 entered from several Python threads at once.
@@ -53,21 +55,37 @@ def _get_pool() -> ThreadPoolExecutor:
     global _pool
     with _pool_lock:
         if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=_THREADS - 1, thread_name_prefix="convcore")
+            _pool = ThreadPoolExecutor(
+                max_workers=_THREADS - 1, thread_name_prefix="convcore", initializer=_mark_pool_thread
+            )
         return _pool
+
+
+_local = threading.local()
+
+
+def _mark_pool_thread() -> None:
+    _local.in_pool = True
+
+
+def _on_pool_thread() -> bool:
+    return getattr(_local, "in_pool", False)
 
 
 def run_split(kernel, args, n_jobs: int, work: int) -> None:
     """Run ``kernel(*args, lo, hi)`` over ``[0, n_jobs)``, split across threads when
     ``work`` (elements written) is large enough to pay for it."""
     threads = min(_THREADS, n_jobs)
-    if threads <= 1 or work < _MIN_PARALLEL_WORK:
+    if threads <= 1 or work < _MIN_PARALLEL_WORK or _on_pool_thread():
         kernel(*args, 0, n_jobs)
         return
     pool = _get_pool()
     bounds = [n_jobs * i // threads for i in range(threads + 1)]
     futures = [pool.submit(kernel, *args, bounds[i], bounds[i + 1]) for i in range(1, threads)]
-    kernel(*args, bounds[0], bounds[1])
+    try:
+        kernel(*args, bounds[0], bounds[1])
+    finally:  # never return while a pool thread may still write to the caller's arrays
+        wait(futures)
     for f in futures:
         f.result()
 
@@ -80,8 +98,8 @@ def thread_count() -> int:
 def run_tasks(tasks) -> list:
     """Call each zero-argument function in ``tasks``, the first on the calling thread and
     the rest on the pool; return their results in order."""
-    if len(tasks) == 1:
-        return [tasks[0]()]
+    if len(tasks) == 1 or _on_pool_thread():
+        return [task() for task in tasks]
     pool = _get_pool()
     futures = [pool.submit(task) for task in tasks[1:]]
     try:

@@ -1,5 +1,6 @@
 """The workspace limit: how much scratch memory (im2col columns and their gradients) one
-convolution call may hold at once. Larger batches run in chunks of images.
+convolution call may hold at once, all its threads together. Larger batches run in chunks
+of images, and an image whose columns exceed a thread's share in bands of output rows.
 
 The limit is read from the environment variable ``CONVCORE_WORKSPACE_MB`` at import
 (default 256 MiB) and can be changed with :func:`set_workspace_limit`.
@@ -42,8 +43,8 @@ def get_workspace_limit() -> int:
 def set_workspace_limit(nbytes: int) -> int:
     """Set the workspace limit in bytes and return the previous one.
 
-    At least one image is always processed per chunk, so a limit below one image's
-    columns runs image by image.
+    At least one output row of one image is processed per chunk, so a limit below one
+    row's columns still runs, row by row.
 
     Examples
     --------
@@ -86,6 +87,14 @@ def scratch(dtype, *shapes) -> list[np.ndarray]:
         out.append(buf[start : start + n * dtype.itemsize].view(dtype).reshape(shape))
         start += size
     return out
+
+
+def fit_workspace(nbytes: int) -> None:
+    """Free this thread's buffer if it is larger than ``nbytes`` plus alignment (a thread
+    whose share of the limit shrank, when a call splits over more threads than the last)."""
+    buf = getattr(_local, "buffer", None)
+    if buf is not None and buf.size > nbytes + _ALIGN:
+        _local.buffer = None
 
 
 def release_workspace() -> None:

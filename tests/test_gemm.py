@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from layer_strategies import transpose_configs, transpose_out_size
 
 import convcore as cc
-from convcore import _blas, _gemm, _threads, reference
+from convcore import _blas, _gemm, _threads, reference, workspace
 from convcore._geometry import conv_geometry
 
 from strategies import (
@@ -144,6 +144,29 @@ def test_chunks_respect_the_workspace_limit():
         for chunks in plan:
             for c in chunks:  # each of two threads holds at most half the limit
                 assert (c.n1 - c.n0) * (c.oh1 - c.oh0) * per_row <= 3 * per_row
+
+
+def test_threads_together_stay_under_the_limit_after_a_call_on_one_thread():
+    x, w, b = arrays_for(dict(x=(4, 8, 24, 24), w=(8, 8, 3, 3), bias=False), 1)
+    old = cc.set_workspace_limit(1 << 20)
+    try:
+        with split_work(1, 1 << 30):  # one thread: the caller's buffer grows past half the limit
+            cc.conv2d_backward(np.ones((4, 8, 24, 24)), cc.conv2d_forward(x, w, padding=1)[1])
+            assert workspace._local.buffer.size > (1 << 19) + 64
+        with split_work(2, 1 << 30):  # two threads: each keeps at most half
+            cc.conv2d_backward(np.ones((4, 8, 24, 24)), cc.conv2d_forward(x, w, padding=1)[1])
+            assert workspace._local.buffer.size <= (1 << 19) + 64
+    finally:
+        cc.set_workspace_limit(old)
+        workspace.release_workspace()
+
+
+def test_outputs_must_be_contiguous():
+    geo = conv_geometry((2, 4, 5, 5), (3, 4, 1, 1), 1, 0, 1, 1)
+    x, w = np.ones((2, 4, 5, 5)), np.ones((3, 4, 1, 1))
+    y = np.zeros((2, 3, 5, 10))[..., ::2]  # a view the pointwise path would reshape into a copy
+    with pytest.raises(ValueError, match="C-contiguous"):
+        _gemm.forward(x, w, None, geo, y)
 
 
 def test_split_results_are_bitwise_reproducible():

@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 import zipfile
 from pathlib import Path
 
@@ -105,6 +106,27 @@ def test_concurrent_transposed_convolutions_match_sequential_calls():
     for i, got in enumerate(results):
         for a, c in zip(got, expected[i % len(problems)], strict=True):
             assert a.tobytes() == c.tobytes()
+
+
+def test_run_split_waits_for_the_pool_when_the_callers_share_fails(monkeypatch):
+    monkeypatch.setattr(_threads, "_THREADS", 2)
+    done = []
+
+    def kernel(lo, hi):
+        if lo == 0:
+            raise RuntimeError("caller's share failed")
+        time.sleep(0.2)
+        done.append((lo, hi))
+
+    with pytest.raises(RuntimeError, match="caller's share failed"):
+        _threads.run_split(kernel, (), 2, work=1 << 30)
+    assert done == [(1, 2)]  # the pool's share had finished before the error surfaced
+
+
+def test_parallel_work_asked_for_on_a_pool_thread_runs_there(monkeypatch):
+    monkeypatch.setattr(_threads, "_THREADS", 2)  # a pool of one worker
+    nested = _threads._get_pool().submit(lambda: _threads.run_tasks([lambda: 1, lambda: 2]))
+    assert nested.result(timeout=10) == [1, 2]  # waiting on the pool from inside it would hang
 
 
 def test_kernels_refuse_non_contiguous_buffers():
