@@ -44,6 +44,14 @@ _MIN_PARALLEL_MACS = 1 << 22
 _PER_IMAGE_MIN_P = 1024
 
 
+def _weight_grad_cols_first(geo: Geometry, dtype) -> bool:
+    """Whether the weight gradient is taken as ``cols @ dy.T`` (then transposed) rather
+    than ``dy @ cols.T``. NumPy's OpenBLAS runs the first faster in float32 (interleaved
+    A/B, forward+backward: resnet_c64_56_k3 31.5 against 33.5 ms, cifar_c32_16_k3 13.7
+    against 14.3, lenet_c1_28_k5 2.5 against 2.8) and not in float64 (up to 5% slower)."""
+    return dtype == np.float32 and not geo.is_pointwise
+
+
 class Chunk(NamedTuple):
     """Images ``[n0, n1)``, output rows ``[oh0, oh1)`` and input channels ``[c0, c1)``."""
 
@@ -250,6 +258,7 @@ def _backward_im2col(x, dy, wm, geo: Geometry, dx, dw, part, c: Chunk) -> None:
     per_channel = geo.KH * geo.KW
     rows = (c.c1 - c.c0) * per_channel
     per = _per_image(geo, c)
+    cols_first = _weight_grad_cols_first(geo, dy.dtype)
     # columns for the weight gradient (given x), their gradient for dx (given dx)
     shapes = [(rows if x is not None else 0, m), (rows if dx is not None else 0, m)]
     if per:
@@ -265,8 +274,12 @@ def _backward_im2col(x, dy, wm, geo: Geometry, dx, dw, part, c: Chunk) -> None:
         positions = slice(i * per, (i + 1) * per)
         for g, r0, r1, k in _segments(geo, c, per_channel):
             if x is not None:
-                np.matmul(grad[g], cols[k : k + r1 - r0, positions].T, out=part[g, :, r0:r1])
-                dw[g, :, r0:r1] += part[g, :, r0:r1]
+                if cols_first:  # part is (groups, rows, Fg)
+                    np.matmul(cols[k : k + r1 - r0, positions], grad[g].T, out=part[g, r0:r1, :])
+                    dw[g, :, r0:r1] += part[g, r0:r1, :].T
+                else:
+                    np.matmul(grad[g], cols[k : k + r1 - r0, positions].T, out=part[g, :, r0:r1])
+                    dw[g, :, r0:r1] += part[g, :, r0:r1]
             if dx is not None:
                 np.matmul(wm[g, :, r0:r1].T, grad[g], out=dcols[k : k + r1 - r0, positions])
     if dx is not None:
@@ -285,6 +298,8 @@ def backward(x, w, dy, geo: Geometry, dx) -> np.ndarray | None:
 
     def work(chunks):
         dw, part = (None, None) if x is None else (np.zeros_like(wm), np.empty_like(wm))
+        if part is not None and _weight_grad_cols_first(geo, wm.dtype):
+            part = np.empty((geo.groups, geo.window_rows, geo.Fg), wm.dtype)
         for c in chunks:
             chunk_backward(x, dy, wm, geo, dx, dw, part, c)
         return dw
