@@ -127,11 +127,12 @@ def _budget(threads: int, limit: int, chunk_bytes: int) -> int:
 
 def _run(work, per_thread) -> list:
     """``work(chunks)`` for each thread's chunks, BLAS single-threaded throughout; each
-    thread first drops a workspace buffer larger than its share."""
-    budget = _budget(len(per_thread), get_workspace_limit(), _CHUNK_BYTES)
+    thread first drops a workspace buffer larger than its share of the limit (left from a
+    call split over fewer threads), so that together they stay under it."""
+    share = get_workspace_limit() // len(per_thread)
 
     def task(chunks):
-        fit_workspace(budget)
+        fit_workspace(share)
         return work(chunks)
 
     with single_threaded_blas():
@@ -167,9 +168,9 @@ def _as_filter_major(a: np.ndarray, geo: Geometry, n: int) -> np.ndarray:
 
 
 def _segments(geo: Geometry, c: Chunk, per_channel: int) -> list[tuple[int, int, int, int]]:
-    """For each group meeting channels ``[c0, c1)``: the group, the first and last row of
-    its weight matrix that those channels own, and where those rows start in the chunk's
-    columns (``per_channel`` rows per channel)."""
+    """For each group meeting channels ``[c0, c1)``: ``(g, r0, r1, k)``, the group, the
+    rows ``[r0, r1)`` of its weight matrix that those channels own, and the row ``k`` where
+    they start in the chunk's columns (``per_channel`` rows per channel)."""
     out = []
     for g in range(c.c0 // geo.Cg, (c.c1 - 1) // geo.Cg + 1):
         lo, hi = max(c.c0, g * geo.Cg), min(c.c1, (g + 1) * geo.Cg)
