@@ -30,7 +30,7 @@ from convcore._blas import single_threaded_blas
 from convcore._geometry import Geometry
 from convcore._kernels import col2im_into, im2col_into
 from convcore._numba import check_contiguous
-from convcore._threads import run_tasks, thread_count
+from convcore._threads import even_ranges, run_tasks, thread_count
 from convcore.workspace import fit_workspace, get_workspace_limit, scratch
 
 # Scratch per chunk when the batch is split over threads (measured on the anchor suite:
@@ -44,12 +44,18 @@ _MIN_PARALLEL_MACS = 1 << 22
 _PER_IMAGE_MIN_P = 1024
 
 
-def _weight_grad_cols_first(geo: Geometry, dtype) -> bool:
-    """Whether the weight gradient is taken as ``cols @ dy.T`` (then transposed) rather
-    than ``dy @ cols.T``. NumPy's OpenBLAS runs the first faster in float32 (interleaved
-    A/B, forward+backward: resnet_c64_56_k3 31.5 against 33.5 ms, cifar_c32_16_k3 13.7
-    against 14.3, lenet_c1_28_k5 2.5 against 2.8) and not in float64 (up to 5% slower)."""
-    return dtype == np.float32 and not geo.is_pointwise
+def _weight_grad_product(wm: np.ndarray, geo: Geometry) -> np.ndarray:
+    """An array shaped like ``wm`` to take each chunk's weight-gradient product.
+
+    Its memory layout picks the BLAS call: NumPy computes ``dy @ cols.T`` into a
+    column-major output as ``cols @ dy.T``, which OpenBLAS runs faster in float32
+    (interleaved A/B, forward+backward: resnet_c64_56_k3 31.5 against 33.5 ms,
+    cifar_c32_16_k3 13.7 against 14.3, lenet_c1_28_k5 2.5 against 2.8) and up to 5%
+    slower in float64, which keeps the row-major output.
+    """
+    if wm.dtype == np.float32 and not geo.is_pointwise:
+        return np.empty((geo.groups, geo.window_rows, geo.Fg), wm.dtype).transpose(0, 2, 1)
+    return np.empty_like(wm)
 
 
 class Chunk(NamedTuple):
@@ -68,10 +74,6 @@ def _scratch_per_row(geo: Geometry, itemsize: int, channels: int) -> int:
     if geo.is_pointwise:
         return 0
     return (2 * channels * geo.KH * geo.KW + geo.F) * geo.OW * itemsize
-
-
-def _split(n: int, parts: int) -> list[tuple[int, int]]:
-    return [(n * t // parts, n * (t + 1) // parts) for t in range(parts)]
 
 
 def _chunks(geo: Geometry, images, rows, channels, budget: int, itemsize: int) -> list[Chunk]:
@@ -110,19 +112,14 @@ def _plan(geo: Geometry, itemsize: int, small_batch_axis: int, threads, limit, c
     extent = everything[small_batch_axis][1]
     macs = geo.N * geo.F * geo.P * geo.Cg * geo.KH * geo.KW
     threads = max(1, min(threads, max(geo.N, extent))) if macs >= min_macs else 1
-    budget = _budget(threads, limit, chunk_bytes)
+    budget = min(limit // threads, chunk_bytes)  # per thread: its share, at most chunk_bytes
     axis = 0 if geo.N >= threads else small_batch_axis
     shares = []
-    for part in _split(everything[axis][1], threads):
+    for part in even_ranges(everything[axis][1], threads):
         share = list(everything)
         share[axis] = part
         shares.append(tuple(_chunks(geo, *share, budget, itemsize)))
     return tuple(shares)
-
-
-def _budget(threads: int, limit: int, chunk_bytes: int) -> int:
-    """Scratch bytes per thread: its share of the limit, at most ``chunk_bytes``."""
-    return min(limit // threads, chunk_bytes)
 
 
 def _run(work, per_thread) -> list:
@@ -259,7 +256,6 @@ def _backward_im2col(x, dy, wm, geo: Geometry, dx, dw, part, c: Chunk) -> None:
     per_channel = geo.KH * geo.KW
     rows = (c.c1 - c.c0) * per_channel
     per = _per_image(geo, c)
-    cols_first = _weight_grad_cols_first(geo, dy.dtype)
     # columns for the weight gradient (given x), their gradient for dx (given dx)
     shapes = [(rows if x is not None else 0, m), (rows if dx is not None else 0, m)]
     if per:
@@ -275,12 +271,8 @@ def _backward_im2col(x, dy, wm, geo: Geometry, dx, dw, part, c: Chunk) -> None:
         positions = slice(i * per, (i + 1) * per)
         for g, r0, r1, k in _segments(geo, c, per_channel):
             if x is not None:
-                if cols_first:  # part is (groups, rows, Fg)
-                    np.matmul(cols[k : k + r1 - r0, positions], grad[g].T, out=part[g, r0:r1, :])
-                    dw[g, :, r0:r1] += part[g, r0:r1, :].T
-                else:
-                    np.matmul(grad[g], cols[k : k + r1 - r0, positions].T, out=part[g, :, r0:r1])
-                    dw[g, :, r0:r1] += part[g, :, r0:r1]
+                np.matmul(grad[g], cols[k : k + r1 - r0, positions].T, out=part[g, :, r0:r1])
+                dw[g, :, r0:r1] += part[g, :, r0:r1]
             if dx is not None:
                 np.matmul(wm[g, :, r0:r1].T, grad[g], out=dcols[k : k + r1 - r0, positions])
     if dx is not None:
@@ -298,9 +290,7 @@ def backward(x, w, dy, geo: Geometry, dx) -> np.ndarray | None:
     chunk_backward = _backward_pointwise if geo.is_pointwise else _backward_im2col
 
     def work(chunks):
-        dw, part = (None, None) if x is None else (np.zeros_like(wm), np.empty_like(wm))
-        if part is not None and _weight_grad_cols_first(geo, wm.dtype):
-            part = np.empty((geo.groups, geo.window_rows, geo.Fg), wm.dtype)
+        dw, part = (None, None) if x is None else (np.zeros_like(wm), _weight_grad_product(wm, geo))
         for c in chunks:
             chunk_backward(x, dy, wm, geo, dx, dw, part, c)
         return dw

@@ -14,11 +14,12 @@ The thread count is ``CONVCORE_NUM_THREADS`` (default: the CPUs this process may
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor, wait
 
-__all__ = ["run_split", "run_tasks", "thread_count"]
+__all__ = ["even_ranges", "run_split", "run_tasks", "thread_count"]
 
 # below this many written elements a kernel runs on the calling thread only
 _MIN_PARALLEL_WORK = 1 << 16
@@ -72,22 +73,17 @@ def _on_pool_thread() -> bool:
     return getattr(_local, "in_pool", False)
 
 
+def even_ranges(n: int, parts: int) -> list[tuple[int, int]]:
+    """``[0, n)`` cut into ``parts`` contiguous ranges whose lengths differ by at most one."""
+    return [(n * t // parts, n * (t + 1) // parts) for t in range(parts)]
+
+
 def run_split(kernel, args, n_jobs: int, work: int) -> None:
     """Run ``kernel(*args, lo, hi)`` over ``[0, n_jobs)``, split across threads when
     ``work`` (elements written) is large enough to pay for it."""
-    threads = min(_THREADS, n_jobs)
-    if threads <= 1 or work < _MIN_PARALLEL_WORK or _on_pool_thread():
-        kernel(*args, 0, n_jobs)
-        return
-    pool = _get_pool()
-    bounds = [n_jobs * i // threads for i in range(threads + 1)]
-    futures = [pool.submit(kernel, *args, bounds[i], bounds[i + 1]) for i in range(1, threads)]
-    try:
-        kernel(*args, bounds[0], bounds[1])
-    finally:  # never return while a pool thread may still write to the caller's arrays
-        wait(futures)
-    for f in futures:
-        f.result()
+    threads = min(_THREADS, n_jobs) if work >= _MIN_PARALLEL_WORK else 1
+    ranges = even_ranges(n_jobs, max(threads, 1))
+    run_tasks([functools.partial(kernel, *args, lo, hi) for lo, hi in ranges])
 
 
 def thread_count() -> int:
