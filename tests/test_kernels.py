@@ -66,34 +66,11 @@ def test_run_split_covers_every_job_once(monkeypatch, threads):
     np.testing.assert_array_equal(seen, 1)
 
 
-def test_concurrent_calls_match_sequential_calls():
-    # the largest batch is split over threads (the others run on the calling thread)
-    problems = [_problem(dt, n) for dt in (np.float32, np.float64) for n in (1, 5, 24)]
-    expected = [_fwd_bwd(*p, padding="same") for p in problems]
-    results = [None] * (4 * len(problems))
-
-    def worker(i):
-        results[i] = _fwd_bwd(*problems[i % len(problems)], padding="same")
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(results))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    for i, got in enumerate(results):
-        for a, c in zip(got, expected[i % len(problems)], strict=True):
-            assert a.tobytes() == c.tobytes()
-
-
-def test_concurrent_transposed_convolutions_match_sequential_calls():
-    def run(x, w, b):
-        y, cache = cc.conv_transpose2d_forward(x, w, b, stride=2, padding=1, output_padding=1)
-        return (y, *cc.conv_transpose2d_backward(np.cos(y), cache))
-
-    problems = [_problem(dt, n) for dt in (np.float32, np.float64) for n in (1, 30)]
-    problems = [(x, w.transpose(1, 0, 2, 3)[:, :6].copy(), b[:6]) for x, w, b in problems]
+def _assert_concurrent_runs_match_sequential(run, problems, copies=4):
+    """``run(*problem)`` from ``copies`` threads per problem, all at once, gives the same
+    bits as one sequential run of each."""
     expected = [run(*p) for p in problems]
-    results = [None] * (4 * len(problems))
+    results = [None] * (copies * len(problems))
 
     def worker(i):
         results[i] = run(*problems[i % len(problems)])
@@ -106,6 +83,22 @@ def test_concurrent_transposed_convolutions_match_sequential_calls():
     for i, got in enumerate(results):
         for a, c in zip(got, expected[i % len(problems)], strict=True):
             assert a.tobytes() == c.tobytes()
+
+
+def test_concurrent_calls_match_sequential_calls():
+    # the largest batch is split over threads (the others run on the calling thread)
+    problems = [_problem(dt, n) for dt in (np.float32, np.float64) for n in (1, 5, 24)]
+    _assert_concurrent_runs_match_sequential(lambda x, w, b: _fwd_bwd(x, w, b, padding="same"), problems)
+
+
+def test_concurrent_transposed_convolutions_match_sequential_calls():
+    def run(x, w, b):
+        y, cache = cc.conv_transpose2d_forward(x, w, b, stride=2, padding=1, output_padding=1)
+        return (y, *cc.conv_transpose2d_backward(np.cos(y), cache))
+
+    problems = [_problem(dt, n) for dt in (np.float32, np.float64) for n in (1, 30)]
+    problems = [(x, w.transpose(1, 0, 2, 3)[:, :6].copy(), b[:6]) for x, w, b in problems]
+    _assert_concurrent_runs_match_sequential(run, problems)
 
 
 def test_run_split_waits_for_the_pool_when_the_callers_share_fails(monkeypatch):
