@@ -69,36 +69,43 @@ class Chunk(NamedTuple):
     c1: int
 
 
-def _scratch_per_row(geo: Geometry, itemsize: int, channels: int) -> int:
-    # one output row of one image: its columns and their gradient, plus the GEMM output
-    if geo.is_pointwise:
+def _scratch_per_row(geo: Geometry, itemsize: int, channels: int, tile: int = 1) -> int:
+    """Scratch for one output row of one image: with ``tile == 1`` its columns and their
+    gradient plus the GEMM output; with ``tile == 2`` (Winograd, see
+    :mod:`convcore._winograd`) half a tile row's transformed inputs, their gradient and
+    the transformed outputs, 16 values per tile each (and one spare tile a row)."""
+    if geo.is_pointwise and tile == 1:
         return 0
+    if tile == 2:
+        return 8 * ((geo.OW + 1) // 2 + 1) * (2 * channels + geo.F) * itemsize
     return (2 * channels * geo.KH * geo.KW + geo.F) * geo.OW * itemsize
 
 
-def _chunks(geo: Geometry, images, rows, channels, budget: int, itemsize: int) -> list[Chunk]:
+def _chunks(geo: Geometry, images, rows, channels, budget: int, itemsize: int, tile: int) -> list[Chunk]:
     """Chunks covering ``images x rows x channels`` (each a ``(start, stop)`` range) with at
-    most ``budget`` bytes of scratch each, several whole images at a time if they fit."""
+    most ``budget`` bytes of scratch each, several whole images at a time if they fit;
+    bands of rows start at multiples of ``tile``."""
     (n0, n1), (h0, h1), (c0, c1) = images, rows, channels
-    per_row = _scratch_per_row(geo, itemsize, c1 - c0)
-    whole = per_row * geo.OH
+    per_row = _scratch_per_row(geo, itemsize, c1 - c0, tile)
+    whole = per_row * -(-geo.OH // tile) * tile  # an odd last row takes a whole tile row
     if (h0, h1, c0, c1) == (0, geo.OH, 0, geo.C) and whole <= budget:
         step = max(n1 - n0, 1) if whole == 0 else budget // whole
         return [Chunk(n, min(n + step, n1), 0, geo.OH, 0, geo.C) for n in range(n0, n1, step)]
-    band = max(1, budget // per_row) if per_row else h1 - h0
+    band = max(tile, budget // per_row // tile * tile) if per_row else h1 - h0
     return [Chunk(n, n + 1, h, min(h + band, h1), c0, c1) for n in range(n0, n1) for h in range(h0, h1, band)]
 
 
-def forward_plan(geo: Geometry, itemsize: int) -> tuple[tuple[Chunk, ...], ...]:
+def forward_plan(geo: Geometry, itemsize: int, tile: int = 1) -> tuple[tuple[Chunk, ...], ...]:
     """The forward chunks of each thread, in order; the first runs on the caller. A batch
-    smaller than the thread count is split by output rows."""
-    return _plan(geo, itemsize, 1, *_settings())
+    smaller than the thread count is split by output rows, in multiples of ``tile`` (2 for
+    Winograd's 2x2 tiles)."""
+    return _plan(geo, itemsize, 1, tile, *_settings())
 
 
-def backward_plan(geo: Geometry, itemsize: int) -> tuple[tuple[Chunk, ...], ...]:
+def backward_plan(geo: Geometry, itemsize: int, tile: int = 1) -> tuple[tuple[Chunk, ...], ...]:
     """The backward chunks of each thread, in order; the first runs on the caller. A
     batch smaller than the thread count is split by input channels."""
-    return _plan(geo, itemsize, 2, *_settings())
+    return _plan(geo, itemsize, 2, tile, *_settings())
 
 
 def _settings() -> tuple[int, int, int, int]:
@@ -106,23 +113,29 @@ def _settings() -> tuple[int, int, int, int]:
 
 
 @functools.lru_cache(maxsize=256)
-def _plan(geo: Geometry, itemsize: int, small_batch_axis: int, threads, limit, chunk_bytes, min_macs):
+def _plan(
+    geo: Geometry, itemsize: int, small_batch_axis: int, tile: int, threads, limit, chunk_bytes, min_macs
+):
     """Cached: a layer runs the same geometry call after call, and planning costs ~10 us."""
     everything = ((0, geo.N), (0, geo.OH), (0, geo.C))
-    extent = everything[small_batch_axis][1]
+    units = (geo.N, -(-geo.OH // tile), geo.C)  # rows are split in whole tiles
+    extent = units[small_batch_axis]
     macs = geo.N * geo.F * geo.P * geo.Cg * geo.KH * geo.KW
     threads = max(1, min(threads, max(geo.N, extent))) if macs >= min_macs else 1
     budget = min(limit // threads, chunk_bytes)  # per thread: its share, at most chunk_bytes
+    if tile == 2:  # Winograd's three tile arrays are each padded by up to two cache lines a plane
+        budget = max(budget - 3 * 16 * 128, 0)
     axis = 0 if geo.N >= threads else small_batch_axis
     shares = []
-    for part in even_ranges(everything[axis][1], threads):
+    scale = tile if axis == 1 else 1
+    for lo, hi in even_ranges(units[axis], threads):
         share = list(everything)
-        share[axis] = part
-        shares.append(tuple(_chunks(geo, *share, budget, itemsize)))
+        share[axis] = (lo * scale, min(hi * scale, everything[axis][1]))
+        shares.append(tuple(_chunks(geo, *share, budget, itemsize, tile)))
     return tuple(shares)
 
 
-def _run(work, per_thread) -> list:
+def run_plan(work, per_thread) -> list:
     """``work(chunks)`` for each thread's chunks, BLAS single-threaded throughout; each
     thread first drops a workspace buffer larger than its share of the limit (left from a
     call split over fewer threads), so that together they stay under it."""
@@ -230,7 +243,7 @@ def forward(x, w, b, geo: Geometry, y) -> None:
         for c in chunks:
             chunk_forward(x, wm, b, geo, y, c)
 
-    _run(work, forward_plan(geo, x.itemsize))
+    run_plan(work, forward_plan(geo, x.itemsize))
 
 
 def _backward_pointwise(x, dy, wm, geo: Geometry, dx, dw, part, c: Chunk) -> None:
@@ -295,7 +308,7 @@ def backward(x, w, dy, geo: Geometry, dx) -> np.ndarray | None:
             chunk_backward(x, dy, wm, geo, dx, dw, part, c)
         return dw
 
-    partial = _run(work, backward_plan(geo, dy.itemsize))
+    partial = run_plan(work, backward_plan(geo, dy.itemsize))
     if x is None:
         return None
     dw = partial[0]

@@ -6,6 +6,9 @@ Three strategies, chosen per call from the geometry:
   column gradient are BLAS products over im2col columns held in the per-thread workspace
   (:mod:`convcore.workspace`), the batch split over threads; col2im folds the column
   gradient into dx. 1x1, stride 1, no padding: GEMMs on the input itself, no im2col.
+- Winograd F(2x2, 3x3) (:mod:`convcore._winograd`) for 3x3, stride-1, undilated,
+  ungrouped layers with at least 8 channels and filters: 16 GEMMs of 4*F*C multiply-adds
+  per output position against im2col's 9*F*C, between input and output transforms.
 - direct Numba loops (:mod:`convcore._direct`) for tiny problems, whose fixed cost is
   lower than the NumPy calls around a GEMM, and for depthwise convolutions (one channel
   and one filter per group), where the GEMMs degenerate into matrix-vector products.
@@ -18,9 +21,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from convcore import _gemm
+from convcore import _gemm, _winograd
 from convcore._direct import depthwise_backward, depthwise_forward, tiny_backward, tiny_forward
 from convcore._geometry import Geometry, as_pair, check_ndim, conv_geometry, resolve_dtypes
+from convcore._threads import thread_count
 from convcore.padding import ModePadding, pad_for_mode
 
 __all__ = [
@@ -76,26 +80,48 @@ def prepare_conv(x, w, b, stride, padding, dilation, groups):
 # Below this many multiply-adds, direct loops beat im2col + GEMM (their fixed cost is a
 # few microseconds of NumPy calls).
 _DIRECT_MAX_MACS = 1 << 14
-# Forces a strategy: "gemm", "tiny" or "depthwise" (the tests run each over the same cases).
+# Forces a strategy: "gemm", "tiny", "depthwise" or "winograd" (the tests run each over
+# the same cases; "winograd" falls back to "gemm" where it does not apply).
 _FORCE: str | None = None
+# Winograd needs this many channels and filters: its transforms cost the same per input
+# and output element whatever C and F, while the GEMMs it saves scale with C*F (on 3
+# input channels it ran 1.5-1.7x slower than im2col + GEMM).
+_WINOGRAD_MIN_CHANNELS = 8
+# ... and this many multiply-adds: its kernels take ~2.5 s per dtype to compile on first
+# use (more than the rest of convcore), which only a large layer pays back.
+_WINOGRAD_MIN_MACS = 1 << 26
+# It also needs an image per thread: split by rows and channels (batch 1 on two threads)
+# it ran up to 2.6x slower than im2col + GEMM.
+# In float32 it also needs outputs at least this wide (on 16x16 outputs it ran 1.05-1.1x
+# slower than im2col + GEMM; on 32 to 56 wide, 0.72-0.86x).
+_WINOGRAD_MIN_WIDTH_F32 = 24
 
 
-def _strategy(geo: Geometry) -> str:
+def _strategy(geo: Geometry, dtype) -> str:
     """'tiny' loops for tiny problems, 'depthwise' shift-and-add loops for one channel and
     one filter per group (on an 8x64x56x56 depthwise 3x3, single-threaded forward+backward
-    took 0.31x the time of im2col + GEMM), else 'gemm'."""
+    took 0.31x the time of im2col + GEMM), 'winograd' for 3x3 stride-1 layers where it
+    measured faster (see the constants above), else 'gemm'."""
+    macs = geo.N * geo.F * geo.P * geo.Cg * geo.KH * geo.KW
     if _FORCE is not None:
-        return _FORCE
-    if geo.N * geo.F * geo.P * geo.Cg * geo.KH * geo.KW <= _DIRECT_MAX_MACS:
+        return "gemm" if _FORCE == "winograd" and not _winograd.applies(geo) else _FORCE
+    if macs <= _DIRECT_MAX_MACS:
         return "tiny"
     if geo.Cg == 1 and geo.Fg == 1:
         return "depthwise"
+    big = min(geo.C, geo.F) >= _WINOGRAD_MIN_CHANNELS and macs >= _WINOGRAD_MIN_MACS
+    if _winograd.applies(geo) and big and geo.N >= thread_count():
+        if np.dtype(dtype) != np.float32 or geo.OW >= _WINOGRAD_MIN_WIDTH_F32:
+            return "winograd"
     return "gemm"
 
 
 def _forward(x, w, b, geo: Geometry):
     y = np.empty((geo.N, geo.F, geo.OH, geo.OW), dtype=x.dtype)
-    strategy = _strategy(geo)
+    strategy = _strategy(geo, x.dtype)
+    if strategy == "winograd":
+        _winograd.forward(x, w, b, geo, y)
+        return y
     if strategy != "gemm":
         y[...] = 0 if b is None else b[:, None, None]
         direct = tiny_forward if strategy == "tiny" else depthwise_forward
@@ -108,7 +134,9 @@ def _forward(x, w, b, geo: Geometry):
 def _backward(dy, cache: ConvCache):
     geo, x = cache.geo, cache.x
     dx = np.empty_like(x)
-    strategy = _strategy(geo)
+    strategy = _strategy(geo, x.dtype)
+    if strategy == "winograd":
+        return dx, _winograd.backward(x, cache.w, dy, geo, dx)
     if strategy != "gemm":
         dw = np.empty_like(cache.w)
         direct = tiny_backward if strategy == "tiny" else depthwise_backward

@@ -21,7 +21,8 @@ def paddings(draw):
     return form
 
 
-def _pads(padding):
+def pad_totals(padding):
+    """Total padding (rows, columns) of an explicit padding; None for 'same'."""
     if isinstance(padding, str):
         return (0, 0) if padding == "valid" else None
     if isinstance(padding, int):
@@ -40,7 +41,7 @@ def conv_configs(draw, max_batch=3):
     stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
     dilation = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
     padding = draw(paddings())
-    pads = _pads(padding) or (10**6, 10**6)
+    pads = pad_totals(padding) or (10**6, 10**6)
     min_h = max(1, dilation[0] * (kh - 1) + 1 - pads[0])
     min_w = max(1, dilation[1] * (kw - 1) + 1 - pads[1])
     h = draw(st.integers(min_h, min_h + 6))

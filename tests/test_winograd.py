@@ -1,0 +1,283 @@
+"""The Winograd F(2x2, 3x3) engine: its transforms against the matrices of the algorithm
+written out here, each transform's adjoint against the transform itself, and forward and
+backward passes (every split and chunking) against the naive reference."""
+
+import contextlib
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import convcore as cc
+import convcore.conv as conv
+from convcore import _gemm, _threads, _winograd, reference, workspace
+from convcore._geometry import conv_geometry
+
+from strategies import (
+    arrays_for,
+    assert_float32_agreement,
+    assert_float64_agreement,
+    engine_and_reference,
+    engine_path,
+    max_rel_err,
+    pad_totals,
+    paddings,
+)
+
+ENGINE = (cc.conv2d_forward, cc.conv2d_backward)
+REFERENCE = (reference.conv2d_forward, reference.conv2d_backward)
+
+# F(2x2, 3x3) (Lavin and Gray, 2016): a 2x2 output tile is A^T [(G g G^T) * (B^T d B)] A
+BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], float)
+G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
+AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], float)
+
+
+@st.composite
+def winograd_configs(draw):
+    """3x3, stride 1, any padding, any size the padding allows."""
+    padding = draw(paddings())
+    pads = pad_totals(padding) or (2, 2)  # "same" pads a 3x3 kernel by 2 in all
+    h = draw(st.integers(max(1, 3 - pads[0]), 11))
+    w = draw(st.integers(max(1, 3 - pads[1]), 11))
+    return dict(
+        x=(draw(st.integers(1, 3)), draw(st.integers(1, 5)), h, w),
+        w=(draw(st.integers(1, 5)), 0, 3, 3),
+        bias=draw(st.booleans()),
+        opts=dict(padding=padding),
+    )
+
+
+def _with_channels(cfg):
+    cfg = dict(cfg)
+    cfg["w"] = (cfg["w"][0], cfg["x"][1], 3, 3)
+    return cfg
+
+
+@contextlib.contextmanager
+def split_work(threads, chunk_bytes):
+    """Run on the Winograd path, split over ``threads`` threads in chunks of ``chunk_bytes``."""
+    saved = _threads._THREADS, _gemm._MIN_PARALLEL_MACS, _gemm._CHUNK_BYTES
+    _threads._THREADS, _gemm._MIN_PARALLEL_MACS, _gemm._CHUNK_BYTES = threads, 0, chunk_bytes
+    try:
+        with engine_path("winograd"):
+            yield
+    finally:
+        _threads._THREADS, _gemm._MIN_PARALLEL_MACS, _gemm._CHUNK_BYTES = saved
+
+
+# 1 byte: one tile row per chunk; 4 KiB: a few tile rows or images; 1 MiB: whole shares
+SPLITS = [(1, 1 << 20), (2, 1), (2, 4096), (3, 1), (3, 1 << 20)]
+
+
+@pytest.mark.parametrize("threads, chunk_bytes", SPLITS)
+@given(cfg=winograd_configs(), seed=st.integers(0, 2**16))
+def test_float64_agrees_with_reference(threads, chunk_bytes, cfg, seed):
+    cfg = _with_channels(cfg)
+    with split_work(threads, chunk_bytes):
+        got, want, _ = engine_and_reference(ENGINE, REFERENCE, *arrays_for(cfg, seed), cfg["opts"])
+    assert_float64_agreement(got, want)
+
+
+@pytest.mark.parametrize("threads, chunk_bytes", SPLITS[:3])
+@given(cfg=winograd_configs(), seed=st.integers(0, 2**16))
+def test_float32_agrees_with_float64_reference(threads, chunk_bytes, cfg, seed):
+    cfg = _with_channels(cfg)
+    with split_work(threads, chunk_bytes):
+        got, want, magnitudes = engine_and_reference(
+            ENGINE, REFERENCE, *arrays_for(cfg, seed, np.float32), cfg["opts"]
+        )
+    assert_float32_agreement(got, want, magnitudes)
+
+
+@pytest.mark.parametrize(
+    "x_shape, w_shape, padding",
+    [
+        ((1, 1, 3, 3), (1, 1, 3, 3), 0),  # one output: one tile, three quarters outside
+        ((2, 3, 1, 1), (2, 3, 3, 3), 1),  # 1x1 images
+        ((1, 2, 4, 9), (3, 2, 3, 3), ((3, 0), (0, 4))),  # padding beyond the kernel's reach
+        ((1, 8, 9, 7), (8, 8, 3, 3), "same"),  # odd sides: half tiles on the edges
+        ((1, 1, 2, 40), (1, 1, 3, 3), ((1, 0), (1, 0))),  # one tile row, long
+    ],
+)
+@pytest.mark.parametrize("threads, chunk_bytes", SPLITS)
+def test_edge_configurations(x_shape, w_shape, padding, threads, chunk_bytes):
+    cfg = dict(x=x_shape, w=w_shape, bias=True)
+    with split_work(threads, chunk_bytes):
+        got, want, _ = engine_and_reference(ENGINE, REFERENCE, *arrays_for(cfg, 7), dict(padding=padding))
+    assert_float64_agreement(got, want)
+
+
+def test_input_transform_is_bt_d_b():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, 7, 6))
+    pt, pl, TW = 1, 2, 3  # 7 + 1 rows padded (4 tile rows), 6 + 2 columns (3 tiles)
+    L = TW + 1  # a tile row holds one spare tile
+    ((v, v3),) = _winograd._tile_arrays(np.float64, 2 * 4 * L, 3)
+    _winograd._input_transform(x, pt, pl, 0, 4, L, v)
+    padded = np.pad(x, ((0, 0), (0, 0), (pt, 2), (pl, 2)))
+    for n, c, t, k in np.ndindex(2, 3, 4, TW):
+        d = padded[n, c, 2 * t : 2 * t + 4, 2 * k : 2 * k + 4]
+        got = v3[:, c, (n * 4 + t) * L + k].reshape(4, 4)
+        np.testing.assert_allclose(got, BT @ d @ BT.T, rtol=0, atol=1e-13)
+
+
+def test_output_transform_is_at_m_a_plus_bias():
+    rng = np.random.default_rng(1)
+    TW, F = 3, 2
+    L = TW + 1
+    ((m, m3),) = _winograd._tile_arrays(np.float64, 2 * 2 * L, F)
+    m3[...] = rng.standard_normal(m3.shape)
+    bias = rng.standard_normal(F)
+    y = np.full((2, F, 3, 5), np.nan)  # odd sides: the last tile row and column are cut
+    _winograd._output_transform(m, bias, 0, 2, L, y)
+    for n, f, t, k in np.ndindex(2, F, 2, TW):
+        tile = AT @ m3[:, f, (n * 2 + t) * L + k].reshape(4, 4) @ AT.T + bias[f]
+        want = tile[: 3 - 2 * t, : 5 - 2 * k]
+        np.testing.assert_allclose(y[n, f, 2 * t : 2 * t + 2, 2 * k : 2 * k + 2], want, rtol=0, atol=1e-13)
+
+
+def test_filter_transforms_are_g_w_gt_and_its_adjoint():
+    rng = np.random.default_rng(2)
+    w, du = rng.standard_normal((3, 2, 3, 3)), rng.standard_normal((16, 3, 2))
+    u = _winograd.filter_transform(w)
+    for f, c in np.ndindex(3, 2):
+        np.testing.assert_allclose(u[:, f, c].reshape(4, 4), G @ w[f, c] @ G.T, rtol=0, atol=1e-14)
+    # <U(w), du> == <w, U^T(du)>
+    lhs = np.vdot(u, du)
+    rhs = np.vdot(w, _winograd.filter_transform_adjoint(du))
+    assert abs(lhs - rhs) <= 1e-12 * abs(lhs)
+
+
+@pytest.mark.parametrize(
+    "shape, padding", [((2, 3, 7, 6), (1, 2)), ((1, 2, 4, 4), (0, 0)), ((1, 1, 5, 3), (3, 1))]
+)
+@pytest.mark.parametrize("t0, t1", [(0, None), (1, None), (0, 1)])
+def test_input_transform_adjoint_is_its_adjoint(shape, padding, t0, t1):
+    """``<T x, v> == <x, T^T v>`` for a band of tile rows, so dx is exactly the gradient
+    of the forward transform."""
+    rng = np.random.default_rng(3)
+    N, C, H, W = shape
+    pt, pl = padding
+    geo = conv_geometry(shape, (1, C, 3, 3), 1, ((pt, pt), (pl, pl)), 1, 1)
+    TH, L = _winograd.tiles(geo.OH), _winograd.tiles(geo.OW) + 1
+    t1 = TH if t1 is None else t1
+    if t0 >= t1:
+        pytest.skip("empty band")
+    x = rng.standard_normal(shape)
+    (v, v3), (g, g3) = _winograd._tile_arrays(np.float64, N * (t1 - t0) * L, C, C)
+    g3[...] = rng.standard_normal(g3.shape)
+    g3.reshape(16, C, -1, L)[..., -1] = 0  # the spare tiles, zero in every dV the engine makes
+    _winograd._input_transform(x, pt, pl, t0, t1, L, v)
+    v3.reshape(16, C, -1, L)[..., -1] = 0  # what the spare tiles hold does not matter
+    dx = np.empty_like(x)
+    _winograd._input_transform_adjoint(g, pt, pl, t0, t1, L, True, dx)
+    lhs, rhs = np.vdot(v3, g3), np.vdot(x, dx)
+    assert abs(lhs - rhs) <= 1e-12 * np.abs(v3).sum() * np.abs(g3).max()
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 5, 6), (1, 2, 4, 4), (1, 1, 1, 3)])
+def test_output_transform_adjoint_is_its_adjoint(shape):
+    rng = np.random.default_rng(4)
+    N, F, OH, OW = shape
+    TH, L = _winograd.tiles(OH), _winograd.tiles(OW) + 1
+    (m, m3), (g, g3) = _winograd._tile_arrays(np.float64, N * TH * L, F, F)
+    m3[...] = rng.standard_normal(m3.shape)
+    dy = rng.standard_normal(shape)
+    y = np.empty(shape)
+    _winograd._output_transform(m, np.zeros(F), 0, TH, L, y)
+    _winograd._output_transform_adjoint(dy, 0, TH, L, g)
+    assert (g3.reshape(16, F, -1, L)[..., -1] == 0).all()  # spare tiles: zero
+    lhs, rhs = np.vdot(y, dy), np.vdot(m3, g3)
+    assert abs(lhs - rhs) <= 1e-12 * np.abs(m3).sum() * np.abs(dy).max()
+
+
+def test_tile_planes_are_an_odd_number_of_cache_lines_apart():
+    for dtype, m, rows in [(np.float32, 512, 32), (np.float64, 784, 64), (np.float32, 3, 1)]:
+        for (flat, planes), r in zip(_winograd._tile_arrays(dtype, m, rows, 2 * rows), (rows, 2 * rows)):
+            assert planes.shape == (16, r, m) and planes.strides[0] == flat.strides[0]
+            assert flat.strides[0] % 64 == 0 and (flat.strides[0] // 64) % 2 == 1
+
+
+def test_nan_at_the_edge_stays_as_local_as_in_the_direct_sum():
+    x = np.zeros((1, 1, 6, 6))
+    x[0, 0, 0, 5] = np.nan
+    with engine_path("winograd"):
+        y, cache = cc.conv2d_forward(x, np.ones((1, 1, 3, 3)), padding=1)
+    want = reference.conv2d_forward(x, np.ones((1, 1, 3, 3)), padding=1)[0]
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(want))
+
+
+def test_split_results_are_bitwise_reproducible():
+    x, w, b = arrays_for(dict(x=(3, 4, 9, 9), w=(5, 4, 3, 3), bias=True), 2)
+    with split_work(2, 4096):
+        runs = [
+            cc.conv2d_backward(np.ones((3, 5, 9, 9)), cc.conv2d_forward(x, w, b, padding=1)[1])
+            for _ in range(3)
+        ]
+    for run in runs[1:]:
+        for a, c in zip(run, runs[0], strict=True):
+            assert a.tobytes() == c.tobytes()
+
+
+@given(
+    n=st.integers(1, 5),
+    c=st.integers(1, 5),
+    h=st.integers(1, 13),
+    threads=st.integers(1, 4),
+    chunk_bytes=st.sampled_from([1, 5000, 50000, 1 << 20]),
+)
+def test_plans_split_rows_in_whole_tiles(n, c, h, threads, chunk_bytes):
+    geo = conv_geometry((n, c, h, h), (3, c, 3, 3), 1, 1, 1, 1)
+    with split_work(threads, chunk_bytes):
+        plans = _gemm.forward_plan(geo, 8, tile=2), _gemm.backward_plan(geo, 8, tile=2)
+    for plan in plans:
+        count = np.zeros((n, geo.OH, c), np.int64)
+        for chunks in plan:
+            for ch in chunks:
+                assert ch.oh0 % 2 == 0 and (ch.oh1 % 2 == 0 or ch.oh1 == geo.OH)
+                count[ch.n0 : ch.n1, ch.oh0 : ch.oh1, ch.c0 : ch.c1] += 1
+        assert (count == 1).all()
+
+
+def test_chunks_respect_the_workspace_limit():
+    geo = conv_geometry((4, 16, 40, 40), (32, 16, 3, 3), 1, 1, 1, 1)
+    x, w = np.ones((4, 16, 40, 40), np.float32), np.ones((32, 16, 3, 3), np.float32)
+    per_row = _gemm._scratch_per_row(geo, 4, geo.C, tile=2)
+    old = cc.set_workspace_limit(20 * per_row)
+    try:
+        with split_work(2, 1 << 30):
+            y = np.empty((4, 32, 40, 40), np.float32)
+            _winograd.forward(x, w, None, geo, y)
+            _winograd.backward(x, w, y, geo, np.empty_like(x))
+            assert workspace._local.buffer.size <= 10 * per_row + 64
+    finally:
+        cc.set_workspace_limit(old)
+
+
+@pytest.mark.parametrize(
+    "x_shape, w_shape, dtype, opts, want",
+    [
+        ((8, 64, 56, 56), (64, 64, 3, 3), np.float32, dict(padding=1), "winograd"),
+        ((64, 32, 16, 16), (64, 32, 3, 3), np.float64, dict(padding=1), "winograd"),
+        ((64, 32, 16, 16), (64, 32, 3, 3), np.float32, dict(padding=1), "gemm"),  # narrow
+        ((8, 16, 32, 32), (16, 16, 3, 3), np.float64, dict(padding=1), "gemm"),  # small
+        ((1, 128, 56, 56), (128, 128, 3, 3), np.float64, dict(padding=1), "gemm"),  # batch 1
+        ((64, 3, 32, 32), (32, 3, 3, 3), np.float64, dict(padding=1), "gemm"),  # 3 channels
+        ((8, 64, 56, 56), (64, 64, 3, 3), np.float64, dict(stride=2), "gemm"),
+        ((8, 64, 56, 56), (64, 32, 3, 3), np.float64, dict(groups=2), "gemm"),
+        ((8, 64, 56, 56), (64, 64, 3, 3), np.float64, dict(dilation=2), "gemm"),
+    ],
+)
+def test_strategy_choice(x_shape, w_shape, dtype, opts, want, monkeypatch):
+    monkeypatch.setattr(conv, "thread_count", lambda: 2)
+    geo = conv_geometry(x_shape, w_shape, **{"stride": 1, "padding": 0, "dilation": 1, "groups": 1, **opts})
+    assert conv._strategy(geo, dtype) == want
+
+
+def test_forcing_winograd_where_it_does_not_apply_runs_the_gemm_engine():
+    x, w, b = arrays_for(dict(x=(2, 3, 8, 8), w=(4, 3, 3, 3), bias=True), 4)
+    with engine_path("winograd"):
+        y = cc.conv2d(x, w, b, stride=2)
+    assert max_rel_err(y, reference.conv2d_forward(x, w, b, stride=2)[0]) <= 1e-12
