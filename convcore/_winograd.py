@@ -343,13 +343,11 @@ def backward(x, w, dy, geo: Geometry, dx) -> np.ndarray:
     """Fill ``dx (N, C, H, W)`` with the input gradient and return the weight gradient
     ``(F, C, 3, 3)``, from ``dy (N, F, OH, OW)``."""
     check_contiguous(x, w, dy, dx)
-    # U[k].T for every k, contiguous: NumPy's stacked matmul leaves BLAS for transposed operands
-    filters_t = np.ascontiguousarray(filter_transform(w).transpose(0, 2, 1))
+    filters_t = filter_transform(w).transpose(0, 2, 1)  # U[k].T for every k
     L = tiles(geo.OW) + 1
 
     def work(chunks):
         du = np.zeros((16, geo.F, geo.C), x.dtype)
-        part = np.empty((geo.F, geo.C), x.dtype)
         for c in chunks:
             t0, t1 = _tile_rows(c)
             ch = slice(c.c0, c.c1)
@@ -357,9 +355,7 @@ def backward(x, w, dy, geo: Geometry, dx) -> np.ndarray:
             (v, v3), (dv, dv3), (dm, dm3) = _tile_arrays(x.dtype, m, c.c1 - c.c0, c.c1 - c.c0, geo.F)
             _output_transform_adjoint(dy[c.n0 : c.n1], t0, t1, L, dm)
             _input_transform(x[c.n0 : c.n1, ch], geo.pt, geo.pl, t0, t1, L, v)
-            for k in range(16):  # dU[k] += dM[k] @ V[k].T: a transposed operand, so one by one
-                np.matmul(dm3[k], v3[k].T, out=part[:, ch])
-                du[k, :, ch] += part[:, ch]
+            du[:, :, ch] += np.matmul(dm3, v3.transpose(0, 2, 1))  # dU[k] += dM[k] @ V[k].T
             np.matmul(filters_t[:, ch], dm3, out=dv3)
             _input_transform_adjoint(dv, geo.pt, geo.pl, t0, t1, L, c.oh0 == 0, dx[c.n0 : c.n1, ch])
         return du

@@ -14,6 +14,8 @@ import pytest
 import convcore as cc
 from convcore import _kernels, _threads
 
+from strategies import engine_path
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -89,6 +91,12 @@ def test_concurrent_calls_match_sequential_calls():
     # the largest batch is split over threads (the others run on the calling thread)
     problems = [_problem(dt, n) for dt in (np.float32, np.float64) for n in (1, 5, 24)]
     _assert_concurrent_runs_match_sequential(lambda x, w, b: _fwd_bwd(x, w, b, padding="same"), problems)
+
+
+def test_concurrent_winograd_calls_match_sequential_calls():
+    problems = [_problem(dt, n) for dt in (np.float32, np.float64) for n in (1, 24)]
+    with engine_path("winograd"):
+        _assert_concurrent_runs_match_sequential(lambda x, w, b: _fwd_bwd(x, w, b, padding=1), problems)
 
 
 def test_concurrent_transposed_convolutions_match_sequential_calls():

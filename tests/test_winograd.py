@@ -200,6 +200,14 @@ def test_tile_planes_are_an_odd_number_of_cache_lines_apart():
             assert flat.strides[0] % 64 == 0 and (flat.strides[0] // 64) % 2 == 1
 
 
+@pytest.mark.parametrize("padding", [0, 1, ((2, 0), (0, 1))])
+def test_gradients_match_numerical_gradients(padding):
+    x, w, b = arrays_for(dict(x=(2, 3, 7, 6), w=(4, 3, 3, 3), bias=True), 8)
+    with engine_path("winograd"):
+        errors = cc.gradcheck(x, w, b, padding=padding, seed=8)
+    assert set(errors) == {"dx", "dw", "db"} and max(errors.values()) <= 1e-7, errors
+
+
 def test_nan_at_the_edge_stays_as_local_as_in_the_direct_sum():
     x = np.zeros((1, 1, 6, 6))
     x[0, 0, 0, 5] = np.nan
