@@ -98,9 +98,25 @@ def record_figures(benchmark, cfg: Config, phase: str, calibration: float, is_re
     info["gflops"] = phase_flops(cfg, phase) / best / 1e9
     info["relative_to_calibration"] = best / calibration
     if not is_reference:
+        info["strategy"] = strategy(cfg)
         info["speedup"] = ref[phase] / best
         info["gemm_bound_s"] = gemm_bound(cfg)[phase]
         info["relative_to_gemm_bound"] = best / info["gemm_bound_s"]
+
+
+def strategy(cfg: Config) -> str:
+    """The engine path ``cfg`` runs on ('gemm', 'winograd', 'depthwise' or 'tiny'): a
+    change of path explains a jump in the figures."""
+    case = prepared(cfg)
+    geo = convcore.conv.prepare_conv(case.x, case.w, case.b, **_conv_options(case.options))[3]
+    return convcore.conv._strategy(geo, case.x.dtype)
+
+
+def _conv_options(options: dict) -> dict:
+    return {
+        k: options.get(k, default)
+        for k, default in (("stride", 1), ("padding", 0), ("dilation", 1), ("groups", 1))
+    }
 
 
 def reference_too_slow(cfg: Config) -> bool:
