@@ -18,9 +18,14 @@ input can give NaN where the direct sum gives an infinity (its transformed value
 with both signs). Rounding differs from the direct sum by a small factor (transformed
 values are sums of up to four inputs and nine weights).
 
-Tiles are numbered ``(image, tile row, tile column)``; a chunk covers tile rows
-``[t0, t1)`` of a few images. Rows are held as even and odd columns, so every inner loop
-runs over unit-stride arrays.
+Layout: a chunk covers tile rows ``[t0, t1)`` of a few images. Each of the 16 planes of
+a tile array numbers a channel's tiles ``(image, tile row, tile column)``, with one spare
+tile at the end of each tile row; the input is first split into its four phases (even or
+odd rows and columns). Then every pass of a transform (along rows, then along columns) is
+a long unit-stride loop over a whole plane of tiles with a few input streams, which LLVM
+vectorises; with the spare tile, the block one column to the right is one element
+further along. The spare tiles cost 1/tiles-per-row more GEMM work, and their gradient
+is zero, so they add nothing to dx or dw.
 """
 
 from __future__ import annotations
@@ -46,8 +51,7 @@ def tiles(n: int) -> int:
 def filter_transform(w: np.ndarray) -> np.ndarray:
     """``U (16, F, C)`` from ``w (F, C, 3, 3)``: ``G w G^T``, its 4x4 positions first."""
     g = _G.astype(w.dtype)
-    u = g @ w @ g.T
-    return np.ascontiguousarray(u.reshape(*w.shape[:2], 16).transpose(2, 0, 1))
+    return np.ascontiguousarray((g @ w @ g.T).reshape(*w.shape[:2], 16).transpose(2, 0, 1))
 
 
 def filter_transform_adjoint(du: np.ndarray) -> np.ndarray:
@@ -357,7 +361,9 @@ def backward(x, w, dy, geo: Geometry, dx) -> np.ndarray:
             _input_transform(x[c.n0 : c.n1, ch], geo.pt, geo.pl, t0, t1, L, v)
             du[:, :, ch] += np.matmul(dm3, v3.transpose(0, 2, 1))  # dU[k] += dM[k] @ V[k].T
             np.matmul(filters_t[:, ch], dm3, out=dv3)
-            _input_transform_adjoint(dv, geo.pt, geo.pl, t0, t1, L, c.oh0 == 0, dx[c.n0 : c.n1, ch])
+            grad = dx[c.n0 : c.n1, ch]
+            check_contiguous(grad)  # a channel range is split off one image at a time
+            _input_transform_adjoint(dv, geo.pt, geo.pl, t0, t1, L, c.oh0 == 0, grad)
         return du
 
     partial = run_plan(work, backward_plan(geo, x.itemsize, tile=2))
