@@ -2,8 +2,9 @@
 
     python benchmarks/profile_anchors.py [--dtype float32 float64] [--repeats 10]
 
-The engine's pieces are timed by wrapping them: the im2col and col2im kernels, the BLAS
-products (``np.matmul``), and the transposed copies between GEMM layouts and NCHW
+The engine's pieces are timed by wrapping them: the im2col and col2im kernels, the
+Winograd engine's four transforms ("transform"), the BLAS products (``np.matmul``, both
+engines), and the transposed copies between GEMM layouts and NCHW
 (``np.copyto``/``np.add``). "other" is the rest of the wall time: argument checks, output
 allocation and first touch, bias, the bias gradient, planning and Python overhead. One
 thread (and single-threaded BLAS, as always inside the engine) so the pieces add up;
@@ -17,10 +18,16 @@ from collections import Counter
 import numpy as np
 
 import convcore as cc
-from convcore import _gemm, _threads
+from convcore import _gemm, _threads, _winograd
 from convcore.bench.configs import anchor_suite
 
-PIECES = ("im2col", "gemm", "col2im", "copies", "other")
+PIECES = ("im2col", "gemm", "col2im", "transform", "copies", "other")
+TRANSFORMS = (
+    "_input_transform",
+    "_output_transform",
+    "_output_transform_adjoint",
+    "_input_transform_adjoint",
+)
 
 
 def _timed(totals: Counter, piece: str, function):
@@ -81,12 +88,15 @@ def main():
     _gemm.np = _TimedNumPy(totals)
     _gemm.im2col_into = _timed(totals, "im2col", _gemm.im2col_into)
     _gemm.col2im_into = _timed(totals, "col2im", _gemm.col2im_into)
+    _winograd.np = _TimedNumPy(totals)
+    for name in TRANSFORMS:
+        setattr(_winograd, name, _timed(totals, "transform", getattr(_winograd, name)))
     print(
-        f"{'configuration':22s} {'total ms':>9s} " + " ".join(f"{p:>7s}" for p in PIECES) + "  (% of total)"
+        f"{'configuration':22s} {'total ms':>9s} " + " ".join(f"{p:>9s}" for p in PIECES) + "  (% of total)"
     )
     for cfg in anchor_suite(tuple(args.dtype)):
         ms = profile(cfg, args.repeats, totals)
-        shares = " ".join(f"{100 * ms[p] / ms['total']:6.0f}%" for p in PIECES)
+        shares = " ".join(f"{100 * ms[p] / ms['total']:8.0f}%" for p in PIECES)
         print(f"{cfg.label:22s} {ms['total']:9.2f} {shares}")
 
 
