@@ -1,14 +1,14 @@
 """The functional convolution: forward, dW and dX as GEMMs over im2col columns.
 
-Three strategies, chosen per call from the geometry:
+Four strategies, chosen per call from the geometry (see :func:`_strategy`):
 
 - im2col + GEMM (the general case, :mod:`convcore._gemm`): the forward pass, dW and the
   column gradient are BLAS products over im2col columns held in the per-thread workspace
   (:mod:`convcore.workspace`), the batch split over threads; col2im folds the column
   gradient into dx. 1x1, stride 1, no padding: GEMMs on the input itself, no im2col.
-- Winograd F(2x2, 3x3) (:mod:`convcore._winograd`) for 3x3, stride-1, undilated,
-  ungrouped layers with at least 8 channels and filters: 16 GEMMs of 4*F*C multiply-adds
-  per output position against im2col's 9*F*C, between input and output transforms.
+- Winograd F(2x2, 3x3) (:mod:`convcore._winograd`) for large 3x3, stride-1, undilated,
+  ungrouped layers: 16 GEMMs of 4*F*C multiply-adds per output position against
+  im2col's 9*F*C, between input and output transforms.
 - direct Numba loops (:mod:`convcore._direct`) for tiny problems, whose fixed cost is
   lower than the NumPy calls around a GEMM, and for depthwise convolutions (one channel
   and one filter per group), where the GEMMs degenerate into matrix-vector products.
@@ -90,10 +90,9 @@ _WINOGRAD_MIN_CHANNELS = 8
 # ... and this many multiply-adds: its kernels take ~2.5 s per dtype to compile on first
 # use (more than the rest of convcore), which only a large layer pays back.
 _WINOGRAD_MIN_MACS = 1 << 26
-# It also needs an image per thread: split by rows and channels (batch 1 on two threads)
-# it ran up to 2.6x slower than im2col + GEMM.
-# In float32 it also needs outputs at least this wide (on 16x16 outputs it ran 1.05-1.1x
-# slower than im2col + GEMM; on 32 to 56 wide, 0.72-0.86x).
+# It also needs an image per thread (split by rows and channels, a batch of 1 on two
+# threads ran up to 2.6x slower than im2col + GEMM) and, in float32, outputs at least
+# this wide (16x16 outputs ran 1.05-1.1x slower; 32 to 56 wide, 0.67-0.86x).
 _WINOGRAD_MIN_WIDTH_F32 = 24
 
 
