@@ -3,7 +3,6 @@ channels) and every chunking gives the reference's results, for the convolution 
 transposed convolution (which runs on the same engine), and the plan covers the work
 exactly once without two threads writing one element."""
 
-import contextlib
 import threading
 
 import numpy as np
@@ -13,7 +12,7 @@ from hypothesis import strategies as st
 from layer_strategies import transpose_configs, transpose_out_size
 
 import convcore as cc
-from convcore import _blas, _gemm, _threads, reference, workspace
+from convcore import _blas, _gemm, reference, workspace
 from convcore._geometry import conv_geometry
 
 from strategies import (
@@ -22,7 +21,7 @@ from strategies import (
     assert_float64_agreement,
     conv_configs,
     engine_and_reference,
-    engine_path,
+    split_engine_work,
 )
 
 ENGINE = (cc.conv2d_forward, cc.conv2d_backward)
@@ -31,16 +30,9 @@ TRANSPOSED = (cc.conv_transpose2d_forward, cc.conv_transpose2d_backward)
 TRANSPOSED_REFERENCE = (reference.conv_transpose2d_forward, reference.conv_transpose2d_backward)
 
 
-@contextlib.contextmanager
 def split_work(threads, chunk_bytes):
     """Split even tiny problems over ``threads`` threads in chunks of ``chunk_bytes``."""
-    saved = _threads._THREADS, _gemm._MIN_PARALLEL_MACS, _gemm._CHUNK_BYTES
-    _threads._THREADS, _gemm._MIN_PARALLEL_MACS, _gemm._CHUNK_BYTES = threads, 0, chunk_bytes
-    try:
-        with engine_path("gemm"):
-            yield
-    finally:
-        _threads._THREADS, _gemm._MIN_PARALLEL_MACS, _gemm._CHUNK_BYTES = saved
+    return split_engine_work("gemm", threads, chunk_bytes)
 
 
 # 1 byte: one output row per chunk; 2 KiB: a few rows or images; 1 MiB: whole shares

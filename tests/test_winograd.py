@@ -2,8 +2,6 @@
 written out here, each transform's adjoint against the transform itself, and forward and
 backward passes (every split and chunking) against the naive reference."""
 
-import contextlib
-
 import numpy as np
 import pytest
 from hypothesis import given
@@ -11,7 +9,7 @@ from hypothesis import strategies as st
 
 import convcore as cc
 import convcore.conv as conv
-from convcore import _gemm, _threads, _winograd, reference, workspace
+from convcore import _gemm, _winograd, reference, workspace
 from convcore._geometry import conv_geometry
 
 from strategies import (
@@ -23,6 +21,7 @@ from strategies import (
     max_rel_err,
     pad_totals,
     paddings,
+    split_engine_work,
 )
 
 ENGINE = (cc.conv2d_forward, cc.conv2d_backward)
@@ -41,30 +40,13 @@ def winograd_configs(draw):
     pads = pad_totals(padding) or (2, 2)  # "same" pads a 3x3 kernel by 2 in all
     h = draw(st.integers(max(1, 3 - pads[0]), 11))
     w = draw(st.integers(max(1, 3 - pads[1]), 11))
-    return dict(
-        x=(draw(st.integers(1, 3)), draw(st.integers(1, 5)), h, w),
-        w=(draw(st.integers(1, 5)), 0, 3, 3),
-        bias=draw(st.booleans()),
-        opts=dict(padding=padding),
-    )
+    n, c, f = draw(st.integers(1, 3)), draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    return dict(x=(n, c, h, w), w=(f, c, 3, 3), bias=draw(st.booleans()), opts=dict(padding=padding))
 
 
-def _with_channels(cfg):
-    cfg = dict(cfg)
-    cfg["w"] = (cfg["w"][0], cfg["x"][1], 3, 3)
-    return cfg
-
-
-@contextlib.contextmanager
 def split_work(threads, chunk_bytes):
     """Run on the Winograd path, split over ``threads`` threads in chunks of ``chunk_bytes``."""
-    saved = _threads._THREADS, _gemm._MIN_PARALLEL_MACS, _gemm._CHUNK_BYTES
-    _threads._THREADS, _gemm._MIN_PARALLEL_MACS, _gemm._CHUNK_BYTES = threads, 0, chunk_bytes
-    try:
-        with engine_path("winograd"):
-            yield
-    finally:
-        _threads._THREADS, _gemm._MIN_PARALLEL_MACS, _gemm._CHUNK_BYTES = saved
+    return split_engine_work("winograd", threads, chunk_bytes)
 
 
 # 1 byte: one tile row per chunk; 4 KiB: a few tile rows or images; 1 MiB: whole shares
@@ -74,7 +56,6 @@ SPLITS = [(1, 1 << 20), (2, 1), (2, 4096), (3, 1), (3, 1 << 20)]
 @pytest.mark.parametrize("threads, chunk_bytes", SPLITS)
 @given(cfg=winograd_configs(), seed=st.integers(0, 2**16))
 def test_float64_agrees_with_reference(threads, chunk_bytes, cfg, seed):
-    cfg = _with_channels(cfg)
     with split_work(threads, chunk_bytes):
         got, want, _ = engine_and_reference(ENGINE, REFERENCE, *arrays_for(cfg, seed), cfg["opts"])
     assert_float64_agreement(got, want)
@@ -83,7 +64,6 @@ def test_float64_agrees_with_reference(threads, chunk_bytes, cfg, seed):
 @pytest.mark.parametrize("threads, chunk_bytes", SPLITS[:3])
 @given(cfg=winograd_configs(), seed=st.integers(0, 2**16))
 def test_float32_agrees_with_float64_reference(threads, chunk_bytes, cfg, seed):
-    cfg = _with_channels(cfg)
     with split_work(threads, chunk_bytes):
         got, want, magnitudes = engine_and_reference(
             ENGINE, REFERENCE, *arrays_for(cfg, seed, np.float32), cfg["opts"]
