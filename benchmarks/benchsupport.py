@@ -107,16 +107,7 @@ def record_figures(benchmark, cfg: Config, phase: str, calibration: float, is_re
 def strategy(cfg: Config) -> str:
     """The engine path ``cfg`` runs on ('gemm', 'winograd', 'depthwise' or 'tiny'): a
     change of path explains a jump in the figures."""
-    case = prepared(cfg)
-    geo = convcore.conv.prepare_conv(case.x, case.w, case.b, **_conv_options(case.options))[3]
-    return convcore.conv._strategy(geo, case.x.dtype)
-
-
-def _conv_options(options: dict) -> dict:
-    return {
-        k: options.get(k, default)
-        for k, default in (("stride", 1), ("padding", 0), ("dilation", 1), ("groups", 1))
-    }
+    return convcore.conv._strategy(cfg.geometry(), np.dtype(cfg.dtype))
 
 
 def reference_too_slow(cfg: Config) -> bool:
