@@ -1,7 +1,8 @@
 """The im2col + GEMM engine's work plan: every split (by images, output rows, input
 channels) and every chunking gives the reference's results, for the convolution and the
 transposed convolution (which runs on the same engine), and the plan covers the work
-exactly once without two threads writing one element."""
+exactly once (in whole 2x2 tiles for the Winograd engine) without two threads writing
+one element."""
 
 import threading
 
@@ -99,18 +100,23 @@ def _covered(plan, geo, axes):
     return count, owner
 
 
+@pytest.mark.parametrize("tile", [1, 2])  # 2: the Winograd engine's 2x2 tiles
 @given(
     n=st.integers(1, 6),
     c=st.integers(1, 6),
-    h=st.integers(1, 12),
+    h=st.integers(1, 13),
     threads=st.integers(1, 4),
-    chunk_bytes=st.sampled_from([1, 500, 5000, 1 << 20]),
+    chunk_bytes=st.sampled_from([1, 500, 5000, 50000, 1 << 20]),
 )
-def test_plans_cover_the_work_once_and_keep_each_plane_on_one_thread(n, c, h, threads, chunk_bytes):
+def test_plans_cover_the_work_once_and_keep_each_plane_on_one_thread(tile, n, c, h, threads, chunk_bytes):
     geo = conv_geometry((n, c, h, h), (3, c, 3, 3), 1, 1, 1, 1)
     with split_work(threads, chunk_bytes):
-        forward, backward = _gemm.forward_plan(geo, 8), _gemm.backward_plan(geo, 8)
-    assert len(forward) == min(threads, max(n, geo.OH)) and len(backward) == min(threads, max(n, c))
+        forward, backward = _gemm.forward_plan(geo, 8, tile), _gemm.backward_plan(geo, 8, tile)
+    rows = -(-geo.OH // tile)
+    assert len(forward) == min(threads, max(n, rows)) and len(backward) == min(threads, max(n, c))
+    for chunks in forward + backward:  # bands of rows are whole tiles
+        for ch in chunks:
+            assert ch.oh0 % tile == 0 and (ch.oh1 % tile == 0 or ch.oh1 == geo.OH)
     count, _ = _covered(forward, geo, "nh")
     assert (count == 1).all()
     count, owner = _covered(backward, geo, "nhc")

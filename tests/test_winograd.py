@@ -209,26 +209,6 @@ def test_split_results_are_bitwise_reproducible():
             assert a.tobytes() == c.tobytes()
 
 
-@given(
-    n=st.integers(1, 5),
-    c=st.integers(1, 5),
-    h=st.integers(1, 13),
-    threads=st.integers(1, 4),
-    chunk_bytes=st.sampled_from([1, 5000, 50000, 1 << 20]),
-)
-def test_plans_split_rows_in_whole_tiles(n, c, h, threads, chunk_bytes):
-    geo = conv_geometry((n, c, h, h), (3, c, 3, 3), 1, 1, 1, 1)
-    with split_work(threads, chunk_bytes):
-        plans = _gemm.forward_plan(geo, 8, tile=2), _gemm.backward_plan(geo, 8, tile=2)
-    for plan in plans:
-        count = np.zeros((n, geo.OH, c), np.int64)
-        for chunks in plan:
-            for ch in chunks:
-                assert ch.oh0 % 2 == 0 and (ch.oh1 % 2 == 0 or ch.oh1 == geo.OH)
-                count[ch.n0 : ch.n1, ch.oh0 : ch.oh1, ch.c0 : ch.c1] += 1
-        assert (count == 1).all()
-
-
 def test_chunks_respect_the_workspace_limit():
     geo = conv_geometry((4, 16, 40, 40), (32, 16, 3, 3), 1, 1, 1, 1)
     x, w = np.ones((4, 16, 40, 40), np.float32), np.ones((32, 16, 3, 3), np.float32)
