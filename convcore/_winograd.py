@@ -35,7 +35,7 @@ import numpy as np
 
 from convcore._gemm import Chunk, backward_plan, forward_plan, run_plan
 from convcore._geometry import Geometry
-from convcore._numba import _jit, check_contiguous
+from convcore._numba import _jit, _valid_range, check_contiguous
 from convcore.workspace import scratch
 
 u = numba.uint64  # flat offsets are unsigned: no wraparound checks in the loops
@@ -92,8 +92,7 @@ def _lin(dst, d, src, row, offsets, coef, n):
 def _every_other(src, s0, n, start, dst, d0, size):
     """``dst[d0 + k] = src[s0 + start + 2*k]`` for ``k < size``, zero where
     ``start + 2*k`` falls outside the source row ``[0, n)`` (flat arrays, unsigned)."""
-    lo = min(max((1 - start) // 2, 0), size)
-    hi = min(max((n - start + 1) // 2, lo), size)
+    lo, hi = _valid_range(start, 2, n, size)
     d, count = u(d0), u(hi - lo)
     for k in range(u(lo)):
         dst[d + k] = 0
@@ -109,8 +108,7 @@ def _every_other(src, s0, n, start, dst, d0, size):
 def _add_every_other(src, s0, size, start, dst, d0, n):
     """``dst[d0 + start + 2*k] += src[s0 + k]`` for ``k < size`` wherever
     ``start + 2*k`` lies in ``[0, n)``."""
-    lo = min(max((1 - start) // 2, 0), size)
-    hi = min(max((n - start + 1) // 2, lo), size)
+    lo, hi = _valid_range(start, 2, n, size)
     for k in range(lo, hi):
         dst[d0 + start + 2 * k] += src[s0 + k]
 
