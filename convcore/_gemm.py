@@ -26,6 +26,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from convcore._bias import add_bias, bias_grad
 from convcore._blas import single_threaded_blas
 from convcore._geometry import Geometry
 from convcore._kernels import col2im_into, im2col_into
@@ -193,10 +194,9 @@ def _segments(geo: Geometry, c: Chunk, per_channel: int) -> list[tuple[int, int,
 def _forward_pointwise(x, wm, b, geo: Geometry, y, c: Chunk) -> None:
     """1x1, stride 1, unpadded: ``y[n] = w @ x[n]`` per image and group, no im2col."""
     for n in range(c.n0, c.n1):
-        out = _block(y[n], geo, geo.Fg, c)
-        matmul_each(wm, _block(x[n], geo, geo.Cg, c), out)
+        matmul_each(wm, _block(x[n], geo, geo.Cg, c), _block(y[n], geo, geo.Fg, c))
         if b is not None:
-            out += b.reshape(geo.groups, geo.Fg, 1)
+            add_bias(y, b, (n, n + 1), (c.oh0, c.oh1))
 
 
 def _per_image(geo: Geometry, c: Chunk) -> int:
@@ -224,7 +224,7 @@ def _forward_im2col(x, wm, b, geo: Geometry, y, c: Chunk) -> None:
             out = _block(y[c.n0 + i], geo, geo.Fg, c)
             matmul_each(wm, cols[:, i * per : (i + 1) * per].reshape(geo.groups, -1, per), out)
             if b is not None:
-                out += b.reshape(geo.groups, geo.Fg, 1)
+                add_bias(y, b, (c.n0 + i, c.n0 + i + 1), (c.oh0, c.oh1))
         return
     matmul_each(wm, cols.reshape(geo.groups, -1, m), out)
     if b is None:
@@ -294,24 +294,47 @@ def _backward_im2col(x, dy, wm, geo: Geometry, dx, dw, part, c: Chunk) -> None:
         )
 
 
-def backward(x, w, dy, geo: Geometry, dx) -> np.ndarray | None:
+def backward(x, w, dy, geo: Geometry, dx, db=None) -> np.ndarray | None:
     """Gradients of the convolution of ``x`` and ``w`` from ``dy (N, F, OH, OW)``: fill
-    ``dx (N, C, H, W)`` with the input gradient unless it is None, and return the weight
-    gradient, shaped like ``w``, unless ``x`` is None."""
+    ``dx (N, C, H, W)`` with the input gradient unless it is None, fill ``db (F,)`` with
+    the bias gradient if given, and return the weight gradient, shaped like ``w``, unless
+    ``x`` is None."""
     check_contiguous(*(a for a in (x, w, dy, dx) if a is not None))  # see forward
     wm = weight_matrix(w, geo)
     chunk_backward = _backward_pointwise if geo.is_pointwise else _backward_im2col
 
     def work(chunks):
         dw, part = (None, None) if x is None else (np.zeros_like(wm), _weight_grad_product(wm, geo))
+        db_part = None if db is None else np.zeros_like(db)
         for c in chunks:
+            add_chunk_bias_grad(dy, c, db_part)
             chunk_backward(x, dy, wm, geo, dx, dw, part, c)
-        return dw
+        return dw, db_part
 
     partial = run_plan(work, backward_plan(geo, dy.itemsize))
-    if x is None:
-        return None
-    dw = partial[0]
-    for p in partial[1:]:
-        dw += p
-    return dw.reshape(w.shape)
+    add_in_order([p[1] for p in partial], db)
+    return None if x is None else add_in_order([p[0] for p in partial]).reshape(w.shape)
+
+
+def add_chunk_bias_grad(dy, c: Chunk, part) -> None:
+    """Add the chunk's block of ``dy`` summed per filter into a thread's partial bias
+    gradient ``part`` (unless None). Only chunks starting at channel 0 count: a batch split
+    by channels gives each thread every image. Called just before the chunk's own passes
+    over the same block, which then find it in cache."""
+    if part is not None and c.c0 == 0:
+        bias_grad(dy, part, (c.n0, c.n1), (c.oh0, c.oh1))
+
+
+def add_in_order(parts, out=None):
+    """The threads' partial sums added in thread order, into ``out`` when given: the same
+    result for the same plan, whichever thread finished first. Parts of None (nothing was
+    asked of the threads) give ``out``."""
+    if parts[0] is None:
+        return out
+    if out is None:
+        out = parts[0]
+    else:
+        out[...] = parts[0]
+    for p in parts[1:]:
+        out += p
+    return out

@@ -33,7 +33,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from convcore._gemm import Chunk, backward_plan, forward_plan, run_plan
+from convcore._gemm import Chunk, add_chunk_bias_grad, add_in_order, backward_plan, forward_plan, run_plan
 from convcore._geometry import Geometry
 from convcore._numba import _jit, _valid_range, check_contiguous
 from convcore.workspace import scratch
@@ -341,16 +341,19 @@ def forward(x, w, b, geo: Geometry, y) -> None:
     run_plan(work, forward_plan(geo, x.itemsize, tile=2))
 
 
-def backward(x, w, dy, geo: Geometry, dx) -> np.ndarray:
-    """Fill ``dx (N, C, H, W)`` with the input gradient and return the weight gradient
-    ``(F, C, 3, 3)``, from ``dy (N, F, OH, OW)``."""
+def backward(x, w, dy, geo: Geometry, dx, db=None) -> np.ndarray:
+    """Fill ``dx (N, C, H, W)`` with the input gradient (and ``db (F,)``, if given, with
+    the bias gradient) and return the weight gradient ``(F, C, 3, 3)``, from
+    ``dy (N, F, OH, OW)``."""
     check_contiguous(x, w, dy, dx)
     filters_t = filter_transform(w).transpose(0, 2, 1)  # U[k].T for every k
     L = tiles(geo.OW) + 1
 
     def work(chunks):
         du = np.zeros((16, geo.F, geo.C), x.dtype)
+        db_part = None if db is None else np.zeros_like(db)
         for c in chunks:
+            add_chunk_bias_grad(dy, c, db_part)
             t0, t1 = _tile_rows(c)
             ch = slice(c.c0, c.c1)
             m = (c.n1 - c.n0) * (t1 - t0) * L
@@ -362,10 +365,8 @@ def backward(x, w, dy, geo: Geometry, dx) -> np.ndarray:
             grad = dx[c.n0 : c.n1, ch]
             check_contiguous(grad)  # a channel range is split off one image at a time
             _input_transform_adjoint(dv, geo.pt, geo.pl, t0, t1, L, c.oh0 == 0, grad)
-        return du
+        return du, db_part
 
     partial = run_plan(work, backward_plan(geo, x.itemsize, tile=2))
-    du = partial[0]
-    for p in partial[1:]:
-        du += p
-    return filter_transform_adjoint(du)
+    add_in_order([p[1] for p in partial], db)
+    return filter_transform_adjoint(add_in_order([p[0] for p in partial]))

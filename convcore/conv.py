@@ -22,6 +22,7 @@ from typing import NamedTuple
 import numpy as np
 
 from convcore import _gemm, _winograd
+from convcore._bias import bias_grad
 from convcore._direct import depthwise_backward, depthwise_forward, tiny_backward, tiny_forward
 from convcore._geometry import Geometry, as_pair, check_ndim, conv_geometry, resolve_dtypes
 from convcore._threads import thread_count
@@ -73,7 +74,7 @@ def prepare_conv(x, w, b, stride, padding, dilation, groups):
     geo = conv_geometry(x.shape, w.shape, stride, padding, dilation, groups)
     x = np.ascontiguousarray(x, dtype=compute)
     w = np.ascontiguousarray(w, dtype=compute)
-    b = None if b is None else np.asarray(b, dtype=compute)
+    b = None if b is None else np.ascontiguousarray(b, dtype=compute)
     return x, w, b, geo, out_dtype
 
 
@@ -131,17 +132,21 @@ def _forward(x, w, b, geo: Geometry):
 
 
 def _backward(dy, cache: ConvCache):
+    """``(dx, dw, db)``; ``db`` is None without a bias."""
     geo, x = cache.geo, cache.x
     dx = np.empty_like(x)
+    db = np.empty(geo.F, x.dtype) if cache.has_bias else None
     strategy = _strategy(geo, x.dtype)
-    if strategy == "winograd":
-        return dx, _winograd.backward(x, cache.w, dy, geo, dx)
-    if strategy != "gemm":
-        dw = np.empty_like(cache.w)
-        direct = tiny_backward if strategy == "tiny" else depthwise_backward
-        direct(x, cache.w, dy, geo.kernel_args, geo.groups, dx, dw)
-        return dx, dw
-    return dx, _gemm.backward(x, cache.w, dy, geo, dx)
+    if strategy in ("winograd", "gemm"):
+        engine = _winograd if strategy == "winograd" else _gemm
+        return dx, engine.backward(x, cache.w, dy, geo, dx, db), db
+    dw = np.empty_like(cache.w)
+    direct = tiny_backward if strategy == "tiny" else depthwise_backward
+    direct(x, cache.w, dy, geo.kernel_args, geo.groups, dx, dw)
+    if db is not None:
+        db[...] = 0
+        bias_grad(dy, db)
+    return dx, dw, db
 
 
 def conv2d_forward(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros"):
@@ -216,10 +221,9 @@ def conv2d_backward(dy, cache: ConvCache):
     if dy.shape != expected:
         raise ValueError(f"dy has shape {dy.shape} but the forward output had shape {expected}")
     dy = np.ascontiguousarray(dy, dtype=cache.x.dtype)
-    dx, dw = _backward(dy, cache)
+    dx, dw, db = _backward(dy, cache)
     if cache.padded is not None:
         dx = cache.padded.fold(dx)
-    db = dy.sum(axis=(0, 2, 3)) if cache.has_bias else None
     return tuple(None if a is None else a.astype(cache.out_dtype, copy=False) for a in (dx, dw, db))
 
 

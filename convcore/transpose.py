@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from convcore import _gemm
+from convcore._bias import add_bias, bias_grad
 from convcore._checks import output_grad
 from convcore._geometry import Geometry, as_int, as_pair, check_ndim, padding_sides, resolve_dtypes
 
@@ -114,7 +115,7 @@ def _prepare(x, w, b, opts: TransposeOptions):
         raise ValueError(f"b must have shape (C_out,) = ({geo.C},), got {b.shape}")
     x = np.ascontiguousarray(x, dtype=compute)
     w = np.ascontiguousarray(w, dtype=compute)
-    b = None if b is None else np.asarray(b, dtype=compute)
+    b = None if b is None else np.ascontiguousarray(b, dtype=compute)
     return x, w, b, geo, out_dtype
 
 
@@ -123,7 +124,7 @@ def _forward(x, w, b, geo: Geometry) -> np.ndarray:
     y = np.empty((geo.N, geo.C, geo.H, geo.W), dtype=x.dtype)
     _gemm.backward(None, w, x, geo, y)
     if b is not None:
-        y += b[:, None, None]
+        add_bias(y, b)
     return y
 
 
@@ -203,7 +204,7 @@ def conv_transpose2d_backward(dy, cache: TransposeCache):
     geo = cache.geo
     dy = output_grad(dy, (geo.N, geo.C, geo.H, geo.W), cache.x.dtype)
     dx, dw = _backward(dy, cache)
-    db = dy.sum(axis=(0, 2, 3)) if cache.has_bias else None
+    db = bias_grad(dy, np.zeros(geo.C, dy.dtype)) if cache.has_bias else None
     return tuple(None if a is None else a.astype(cache.out_dtype, copy=False) for a in (dx, dw, db))
 
 
