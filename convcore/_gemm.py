@@ -70,11 +70,16 @@ class Chunk(NamedTuple):
     c1: int
 
 
-def _scratch_per_row(geo: Geometry, itemsize: int, channels: int, tile: int = 1) -> int:
+def _scratch_per_row(geo: Geometry, itemsize: int, channels: int, tile: int = 1, channels_last=False) -> int:
     """Scratch for one output row of one image: with ``tile == 1`` its columns and their
-    gradient plus the GEMM output; with ``tile == 2`` (Winograd, see
-    :mod:`convcore._winograd`) half a tile row's transformed inputs, their gradient and
-    the transformed outputs, 16 values per tile each (and one spare tile a row)."""
+    gradient plus the GEMM output (and with ``channels_last``, see
+    :mod:`convcore._channels_last`, a share of the image's channels-last copy); with
+    ``tile == 2`` (Winograd, see :mod:`convcore._winograd`) half a tile row's transformed
+    inputs, their gradient and the transformed outputs, 16 values per tile each (and one
+    spare tile a row)."""
+    if channels_last:
+        image = -(-channels * geo.H * geo.W // geo.OH)
+        return _scratch_per_row(geo, itemsize, channels) + image * itemsize
     if geo.is_pointwise and tile == 1:
         return 0
     if tile == 2:
@@ -82,12 +87,14 @@ def _scratch_per_row(geo: Geometry, itemsize: int, channels: int, tile: int = 1)
     return (2 * channels * geo.KH * geo.KW + geo.F) * geo.OW * itemsize
 
 
-def _chunks(geo: Geometry, images, rows, channels, budget: int, itemsize: int, tile: int) -> list[Chunk]:
+def _chunks(
+    geo: Geometry, images, rows, channels, budget: int, itemsize: int, tile: int, channels_last: bool
+) -> list[Chunk]:
     """Chunks covering ``images x rows x channels`` (each a ``(start, stop)`` range) with at
     most ``budget`` bytes of scratch each, several whole images at a time if they fit;
     bands of rows start at multiples of ``tile``."""
     (n0, n1), (h0, h1), (c0, c1) = images, rows, channels
-    per_row = _scratch_per_row(geo, itemsize, c1 - c0, tile)
+    per_row = _scratch_per_row(geo, itemsize, c1 - c0, tile, channels_last)
     whole = per_row * -(-geo.OH // tile) * tile  # an odd last row takes a whole tile row
     if (h0, h1, c0, c1) == (0, geo.OH, 0, geo.C) and whole <= budget:
         step = max(n1 - n0, 1) if whole == 0 else budget // whole
@@ -96,17 +103,22 @@ def _chunks(geo: Geometry, images, rows, channels, budget: int, itemsize: int, t
     return [Chunk(n, n + 1, h, min(h + band, h1), c0, c1) for n in range(n0, n1) for h in range(h0, h1, band)]
 
 
-def forward_plan(geo: Geometry, itemsize: int, tile: int = 1) -> tuple[tuple[Chunk, ...], ...]:
+def forward_plan(
+    geo: Geometry, itemsize: int, tile: int = 1, channels_last=False
+) -> tuple[tuple[Chunk, ...], ...]:
     """The forward chunks of each thread, in order; the first runs on the caller. A batch
     smaller than the thread count is split by output rows, in multiples of ``tile`` (2 for
-    Winograd's 2x2 tiles)."""
-    return _plan(geo, itemsize, 1, tile, *_settings())
+    Winograd's 2x2 tiles). ``channels_last`` counts the channels-last copy of the input
+    in the scratch."""
+    return _plan(geo, itemsize, 1, tile, channels_last, *_settings())
 
 
-def backward_plan(geo: Geometry, itemsize: int, tile: int = 1) -> tuple[tuple[Chunk, ...], ...]:
+def backward_plan(
+    geo: Geometry, itemsize: int, tile: int = 1, channels_last=False
+) -> tuple[tuple[Chunk, ...], ...]:
     """The backward chunks of each thread, in order; the first runs on the caller. A
     batch smaller than the thread count is split by input channels."""
-    return _plan(geo, itemsize, 2, tile, *_settings())
+    return _plan(geo, itemsize, 2, tile, channels_last, *_settings())
 
 
 def _settings() -> tuple[int, int, int, int]:
@@ -115,7 +127,15 @@ def _settings() -> tuple[int, int, int, int]:
 
 @functools.lru_cache(maxsize=256)
 def _plan(
-    geo: Geometry, itemsize: int, small_batch_axis: int, tile: int, threads, limit, chunk_bytes, min_macs
+    geo: Geometry,
+    itemsize: int,
+    small_batch_axis: int,
+    tile: int,
+    channels_last: bool,
+    threads,
+    limit,
+    chunk_bytes,
+    min_macs,
 ):
     """Cached: a layer runs the same geometry call after call, and planning costs ~10 us."""
     everything = ((0, geo.N), (0, geo.OH), (0, geo.C))
@@ -132,7 +152,7 @@ def _plan(
     for lo, hi in even_ranges(units[axis], threads):
         share = list(everything)
         share[axis] = (lo * scale, min(hi * scale, everything[axis][1]))
-        shares.append(tuple(_chunks(geo, *share, budget, itemsize, tile)))
+        shares.append(tuple(_chunks(geo, *share, budget, itemsize, tile, channels_last)))
     return tuple(shares)
 
 

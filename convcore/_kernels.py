@@ -125,3 +125,127 @@ def col2im_into(cols, geo_args, x, rows=None, overwrite=True) -> None:
     check_contiguous(cols, x)
     oh0, oh1 = (0, geo_args[-2]) if rows is None else rows
     _col2im(cols, *geo_args, oh0, oh1, overwrite, x)
+
+
+# Channels-last windows: the same columns transposed, ``cols_t[n*P' + p, r]`` with
+# ``r = (kh * KW + kw) * C + c`` and ``P' = (oh1 - oh0) * OW``, gathered from (and
+# scattered into) a channels-last ``(n, H, W, C)`` copy of the input: every window tap is
+# a run of C contiguous values, where the NCHW kernels above copy runs of OW.
+
+
+@_jit
+def _im2col_cl(xh, KH, KW, sh, sw, dh, dw, pt, pl, OH, OW, oh0, oh1, cols_t):
+    """Gather the windows of output rows ``[oh0, oh1)`` of ``xh (n, H, W, C)`` into
+    ``cols_t (n*(oh1-oh0)*OW, KH*KW*C)``."""
+    N, H, W, C = xh.shape
+    xf, cf = xh.ravel(), cols_t.ravel()
+    c = numba.uint64(C)
+    for n in range(N):
+        for oh in range(oh0, oh1):
+            for ow in range(OW):
+                dst = numba.uint64(((n * (oh1 - oh0) + oh - oh0) * OW + ow) * KH * KW * C)
+                for kh in range(KH):
+                    h = oh * sh + kh * dh - pt
+                    for kw in range(KW):
+                        w = ow * sw + kw * dw - pl
+                        if 0 <= h < H and 0 <= w < W:
+                            src = numba.uint64(((n * H + h) * W + w) * C)
+                            for i in range(c):
+                                cf[dst + i] = xf[src + i]
+                        else:
+                            for i in range(c):
+                                cf[dst + i] = 0
+                        dst += c
+
+
+@_jit
+def _col2im_cl(cols_t, KH, KW, sh, sw, dh, dw, pt, pl, OH, OW, oh0, oh1, xh):
+    """Zero ``xh (n, H, W, C)``, then add ``cols_t (n*(oh1-oh0)*OW, KH*KW*C)``, the column
+    gradient of output rows ``[oh0, oh1)``, into it."""
+    N, H, W, C = xh.shape
+    xf, cf = xh.ravel(), cols_t.ravel()
+    c = numba.uint64(C)
+    for i in range(numba.uint64(xf.size)):
+        xf[i] = 0
+    for n in range(N):
+        for oh in range(oh0, oh1):
+            for ow in range(OW):
+                src = numba.uint64(((n * (oh1 - oh0) + oh - oh0) * OW + ow) * KH * KW * C)
+                for kh in range(KH):
+                    h = oh * sh + kh * dh - pt
+                    for kw in range(KW):
+                        w = ow * sw + kw * dw - pl
+                        if 0 <= h < H and 0 <= w < W:
+                            dst = numba.uint64(((n * H + h) * W + w) * C)
+                            for i in range(c):
+                                xf[dst + i] += cf[src + i]
+                        src += c
+
+
+_BLOCK = 16  # transposes work in 16x16 blocks: 16 read streams, 16-element written runs
+
+
+@_jit
+def _to_channels_last(x, xh):
+    """``xh[n, h, w, c] = x[n, c, h, w]``."""
+    N, C, H, W = x.shape
+    P = H * W
+    xf, hf = x.ravel(), xh.ravel()
+    for n in range(N):
+        for c0 in range(0, C, _BLOCK):
+            width = numba.uint64(min(_BLOCK, C - c0))
+            for p0 in range(0, P, _BLOCK):
+                for p in range(p0, min(p0 + _BLOCK, P)):
+                    dst = numba.uint64((n * P + p) * C + c0)
+                    src = numba.uint64((n * C + c0) * P + p)
+                    for i in range(width):
+                        hf[dst + i] = xf[src + i * numba.uint64(P)]
+
+
+@_jit
+def _from_channels_last(xh, accumulate, x):
+    """``x[n, c, h, w] = xh[n, h, w, c]`` (``+=`` with ``accumulate``)."""
+    N, C, H, W = x.shape
+    P = H * W
+    xf, hf = x.ravel(), xh.ravel()
+    for n in range(N):
+        for p0 in range(0, P, _BLOCK):
+            width = numba.uint64(min(_BLOCK, P - p0))
+            for c0 in range(0, C, _BLOCK):
+                for c in range(c0, min(c0 + _BLOCK, C)):
+                    dst = numba.uint64((n * C + c) * P + p0)
+                    src = numba.uint64((n * P + p0) * C + c)
+                    if accumulate:
+                        for i in range(width):
+                            xf[dst + i] += hf[src + i * numba.uint64(C)]
+                    else:
+                        for i in range(width):
+                            xf[dst + i] = hf[src + i * numba.uint64(C)]
+
+
+def to_channels_last(x, xh) -> None:
+    """Copy ``x (n, C, H, W)`` into ``xh (n, H, W, C)``; both C-contiguous, one dtype."""
+    check_contiguous(x, xh)
+    _to_channels_last(x, xh)
+
+
+def from_channels_last(xh, x, accumulate=False) -> None:
+    """Copy (or, with ``accumulate``, add) ``xh (n, H, W, C)`` into ``x (n, C, H, W)``."""
+    check_contiguous(xh, x)
+    _from_channels_last(xh, accumulate, x)
+
+
+def im2col_cl_into(xh, geo_args, cols_t, rows=None) -> None:
+    """Fill ``cols_t (n*b*OW, KH*KW*C)`` from ``xh (n, H, W, C)`` for the ``b`` output
+    rows ``rows = (oh0, oh1)`` (default: all)."""
+    check_contiguous(xh, cols_t)
+    oh0, oh1 = (0, geo_args[-2]) if rows is None else rows
+    _im2col_cl(xh, *geo_args, oh0, oh1, cols_t)
+
+
+def col2im_cl_into(cols_t, geo_args, xh, rows=None) -> None:
+    """Overwrite ``xh (n, H, W, C)`` with the column gradient ``cols_t`` of output rows
+    ``rows = (oh0, oh1)`` (default: all) folded back (the adjoint of :func:`im2col_cl_into`)."""
+    check_contiguous(cols_t, xh)
+    oh0, oh1 = (0, geo_args[-2]) if rows is None else rows
+    _col2im_cl(cols_t, *geo_args, oh0, oh1, xh)

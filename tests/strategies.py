@@ -33,6 +33,19 @@ def pad_totals(padding):
 
 
 @st.composite
+def window_cases(draw):
+    """An input shape and window options (kernel_size, stride, padding, dilation)."""
+    k = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    s = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    d = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    pad = draw(paddings())
+    H = draw(st.integers(d[0] * (k[0] - 1) + 1, 9))
+    W = draw(st.integers(d[1] * (k[1] - 1) + 1, 9))
+    shape = (draw(st.integers(1, 3)), draw(st.integers(1, 3)), H, W)
+    return shape, dict(kernel_size=k, stride=s, padding=pad, dilation=d)
+
+
+@st.composite
 def conv_configs(draw, max_batch=3):
     """A dict with x, w, b shapes and the conv options, always a valid configuration."""
     groups = draw(st.integers(1, 3))
@@ -72,7 +85,9 @@ def max_rel_err(got, want):
 @contextlib.contextmanager
 def engine_path(path):
     """Force the engine onto one strategy: 'gemm' (im2col + GEMM, or the plain GEMM of a
-    pointwise convolution), 'tiny' (serial direct loops) or 'depthwise' (shift-and-add)."""
+    pointwise convolution), 'tiny' (serial direct loops), 'depthwise' (shift-and-add) or
+    'channels_last' (im2col + GEMM over a channels-last copy; falls back to 'gemm' where
+    it does not apply)."""
     import convcore.conv as conv
 
     old, conv._FORCE = conv._FORCE, path
@@ -82,12 +97,12 @@ def engine_path(path):
         conv._FORCE = old
 
 
-ENGINE_PATHS = ("gemm", "tiny", "depthwise")
+ENGINE_PATHS = ("gemm", "tiny", "depthwise", "channels_last")
 
 
 @contextlib.contextmanager
 def split_engine_work(path, threads, chunk_bytes):
-    """Run on engine ``path`` ('gemm' or 'winograd'), splitting even tiny problems over
+    """Run on engine ``path`` ('gemm', 'winograd' or 'channels_last'), splitting even tiny problems over
     ``threads`` threads in chunks of at most ``chunk_bytes`` of scratch."""
     from convcore import _gemm, _threads
 

@@ -7,19 +7,7 @@ import convcore as cc
 from convcore._geometry import window_geometry
 
 from naive import unfold
-from strategies import paddings
-
-
-@st.composite
-def window_cases(draw):
-    k = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
-    s = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
-    d = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
-    pad = draw(paddings())
-    H = draw(st.integers(d[0] * (k[0] - 1) + 1, 9))
-    W = draw(st.integers(d[1] * (k[1] - 1) + 1, 9))
-    shape = (draw(st.integers(1, 3)), draw(st.integers(1, 3)), H, W)
-    return shape, dict(kernel_size=k, stride=s, padding=pad, dilation=d)
+from strategies import window_cases
 
 
 def test_im2col_hand_example():

@@ -229,7 +229,7 @@ def test_chunks_respect_the_workspace_limit():
     [
         ((8, 64, 56, 56), (64, 64, 3, 3), np.float32, dict(padding=1), "winograd"),
         ((64, 32, 16, 16), (64, 32, 3, 3), np.float64, dict(padding=1), "winograd"),
-        ((64, 32, 16, 16), (64, 32, 3, 3), np.float32, dict(padding=1), "gemm"),  # narrow
+        ((64, 32, 16, 16), (64, 32, 3, 3), np.float32, dict(padding=1), "channels_last"),  # narrow
         ((8, 16, 32, 32), (16, 16, 3, 3), np.float64, dict(padding=1), "gemm"),  # small
         ((1, 128, 56, 56), (128, 128, 3, 3), np.float64, dict(padding=1), "gemm"),  # batch 1
         ((64, 3, 32, 32), (32, 3, 3, 3), np.float64, dict(padding=1), "gemm"),  # 3 channels
