@@ -203,8 +203,8 @@ def _to_channels_last(x, xh):
 
 
 @_jit
-def _from_channels_last(xh, accumulate, x):
-    """``x[n, c, h, w] = xh[n, h, w, c]`` (``+=`` with ``accumulate``)."""
+def _from_channels_last(xh, x):
+    """``x[n, c, h, w] = xh[n, h, w, c]``."""
     N, C, H, W = x.shape
     P = H * W
     xf, hf = x.ravel(), xh.ravel()
@@ -215,12 +215,8 @@ def _from_channels_last(xh, accumulate, x):
                 for c in range(c0, min(c0 + _BLOCK, C)):
                     dst = numba.uint64((n * C + c) * P + p0)
                     src = numba.uint64((n * P + p0) * C + c)
-                    if accumulate:
-                        for i in range(width):
-                            xf[dst + i] += hf[src + i * numba.uint64(C)]
-                    else:
-                        for i in range(width):
-                            xf[dst + i] = hf[src + i * numba.uint64(C)]
+                    for i in range(width):
+                        xf[dst + i] = hf[src + i * numba.uint64(C)]
 
 
 def to_channels_last(x, xh) -> None:
@@ -229,10 +225,10 @@ def to_channels_last(x, xh) -> None:
     _to_channels_last(x, xh)
 
 
-def from_channels_last(xh, x, accumulate=False) -> None:
-    """Copy (or, with ``accumulate``, add) ``xh (n, H, W, C)`` into ``x (n, C, H, W)``."""
+def from_channels_last(xh, x) -> None:
+    """Copy ``xh (n, H, W, C)`` into ``x (n, C, H, W)``; both C-contiguous, one dtype."""
     check_contiguous(xh, x)
-    _from_channels_last(xh, accumulate, x)
+    _from_channels_last(xh, x)
 
 
 def im2col_cl_into(xh, geo_args, cols_t, rows=None) -> None:
