@@ -2,11 +2,12 @@
 
     python benchmarks/profile_anchors.py [--dtype float32 float64] [--repeats 10]
 
-The engine's pieces are timed by wrapping them: the im2col and col2im kernels, the
-Winograd engine's four transforms ("transform"), the BLAS products (``np.matmul``, both
-engines), and the transposed copies between GEMM layouts and NCHW
-(``np.copyto``/``np.add``). "other" is the rest of the wall time: argument checks, output
-allocation and first touch, bias, the bias gradient, planning and Python overhead. One
+The engine's pieces are timed by wrapping them: the im2col and col2im kernels (NCHW and
+channels-last), the Winograd engine's four transforms ("transform"), the BLAS products
+(``np.matmul``, every engine), and the transposed copies between GEMM layouts and NCHW
+(``np.copyto``/``np.add``, and the channels-last engine's transposes). "other" is the
+rest of the wall time: argument checks, output allocation and first touch, bias, the
+bias gradient, planning and Python overhead. One
 thread (and single-threaded BLAS, as always inside the engine) so the pieces add up;
 with two threads each thread runs about half of each piece.
 """
@@ -18,7 +19,7 @@ from collections import Counter
 import numpy as np
 
 import convcore as cc
-from convcore import _gemm, _threads, _winograd
+from convcore import _channels_last, _gemm, _threads, _winograd
 from convcore.bench.configs import anchor_suite
 
 PIECES = ("im2col", "gemm", "col2im", "transform", "copies", "other")
@@ -89,6 +90,11 @@ def main():
     _gemm.im2col_into = _timed(totals, "im2col", _gemm.im2col_into)
     _gemm.col2im_into = _timed(totals, "col2im", _gemm.col2im_into)
     _winograd.np = _TimedNumPy(totals)
+    _channels_last.np = _TimedNumPy(totals)
+    _channels_last.im2col_cl_into = _timed(totals, "im2col", _channels_last.im2col_cl_into)
+    _channels_last.col2im_cl_into = _timed(totals, "col2im", _channels_last.col2im_cl_into)
+    for name in ("to_channels_last", "from_channels_last"):
+        setattr(_channels_last, name, _timed(totals, "copies", getattr(_channels_last, name)))
     for name in TRANSFORMS:
         setattr(_winograd, name, _timed(totals, "transform", getattr(_winograd, name)))
     print(
