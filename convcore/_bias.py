@@ -30,6 +30,13 @@ def _add_bias(y, b, n0, n1, p0, p1):
                 yf[i] += b[f]
 
 
+def _block(a, images, rows) -> tuple[int, int, int, int]:
+    """Images ``[n0, n1)`` and flat positions ``[p0, p1)`` in a plane of ``a``: output rows
+    ``rows = (oh0, oh1)`` (default: all)."""
+    (n0, n1), (oh0, oh1) = images or (0, a.shape[0]), rows or (0, a.shape[2])
+    return n0, n1, oh0 * a.shape[3], oh1 * a.shape[3]
+
+
 def add_bias(y: np.ndarray, b: np.ndarray, images=None, rows=None) -> None:
     """``y[n, f, oh, :] += b[f]`` for images ``[n0, n1)`` and output rows ``[oh0, oh1)``.
 
@@ -41,8 +48,7 @@ def add_bias(y: np.ndarray, b: np.ndarray, images=None, rows=None) -> None:
         Default: all.
     """
     check_contiguous(y, b)
-    (n0, n1), (oh0, oh1) = images or (0, y.shape[0]), rows or (0, y.shape[2])
-    _add_bias(y, b, n0, n1, oh0 * y.shape[3], oh1 * y.shape[3])
+    _add_bias(y, b, *_block(y, images, rows))
 
 
 def bias_grad(dy: np.ndarray, out: np.ndarray, images=None, rows=None) -> np.ndarray:
@@ -61,9 +67,8 @@ def bias_grad(dy: np.ndarray, out: np.ndarray, images=None, rows=None) -> np.nda
     array([40., 40., 40.])
     """
     check_contiguous(dy, out)
-    (n0, n1), (oh0, oh1) = images or (0, dy.shape[0]), rows or (0, dy.shape[2])
+    n0, n1, p0, p1 = _block(dy, images, rows)
     F, P = dy.shape[1], dy.shape[2] * dy.shape[3]
-    p0, p1 = oh0 * dy.shape[3], oh1 * dy.shape[3]
     ones = np.ones(p1 - p0, dy.dtype)
     if (p0, p1) == (0, P):  # whole planes: one product over every image's rows
         out += (dy[n0:n1].reshape(-1, P) @ ones).reshape(n1 - n0, F).sum(axis=0)

@@ -134,101 +134,68 @@ def col2im_into(cols, geo_args, x, rows=None, overwrite=True) -> None:
 
 
 @_jit
-def _im2col_cl(xh, KH, KW, sh, sw, dh, dw, pt, pl, OH, OW, oh0, oh1, cols_t):
-    """Gather the windows of output rows ``[oh0, oh1)`` of ``xh (n, H, W, C)`` into
-    ``cols_t (n*(oh1-oh0)*OW, KH*KW*C)``."""
+def _windows_cl(xh, KH, KW, sh, sw, dh, dw, pt, pl, OH, OW, oh0, oh1, cols_t, fold):
+    """Without ``fold``, gather the windows of output rows ``[oh0, oh1)`` of
+    ``xh (n, H, W, C)`` into ``cols_t (n*(oh1-oh0)*OW, KH*KW*C)``; with ``fold``, the
+    adjoint: zero ``xh``, then add ``cols_t`` (a column gradient) into it. One kernel for
+    both directions: one compilation per dtype on first use."""
     N, H, W, C = xh.shape
     xf, cf = xh.ravel(), cols_t.ravel()
     c = numba.uint64(C)
+    if fold:
+        for i in range(numba.uint64(xf.size)):
+            xf[i] = 0
     for n in range(N):
         for oh in range(oh0, oh1):
             for ow in range(OW):
-                dst = numba.uint64(((n * (oh1 - oh0) + oh - oh0) * OW + ow) * KH * KW * C)
+                col = numba.uint64(((n * (oh1 - oh0) + oh - oh0) * OW + ow) * KH * KW * C)
                 for kh in range(KH):
                     h = oh * sh + kh * dh - pt
                     for kw in range(KW):
                         w = ow * sw + kw * dw - pl
                         if 0 <= h < H and 0 <= w < W:
-                            src = numba.uint64(((n * H + h) * W + w) * C)
+                            at = numba.uint64(((n * H + h) * W + w) * C)
+                            if fold:
+                                for i in range(c):
+                                    xf[at + i] += cf[col + i]
+                            else:
+                                for i in range(c):
+                                    cf[col + i] = xf[at + i]
+                        elif not fold:
                             for i in range(c):
-                                cf[dst + i] = xf[src + i]
-                        else:
-                            for i in range(c):
-                                cf[dst + i] = 0
-                        dst += c
-
-
-@_jit
-def _col2im_cl(cols_t, KH, KW, sh, sw, dh, dw, pt, pl, OH, OW, oh0, oh1, xh):
-    """Zero ``xh (n, H, W, C)``, then add ``cols_t (n*(oh1-oh0)*OW, KH*KW*C)``, the column
-    gradient of output rows ``[oh0, oh1)``, into it."""
-    N, H, W, C = xh.shape
-    xf, cf = xh.ravel(), cols_t.ravel()
-    c = numba.uint64(C)
-    for i in range(numba.uint64(xf.size)):
-        xf[i] = 0
-    for n in range(N):
-        for oh in range(oh0, oh1):
-            for ow in range(OW):
-                src = numba.uint64(((n * (oh1 - oh0) + oh - oh0) * OW + ow) * KH * KW * C)
-                for kh in range(KH):
-                    h = oh * sh + kh * dh - pt
-                    for kw in range(KW):
-                        w = ow * sw + kw * dw - pl
-                        if 0 <= h < H and 0 <= w < W:
-                            dst = numba.uint64(((n * H + h) * W + w) * C)
-                            for i in range(c):
-                                xf[dst + i] += cf[src + i]
-                        src += c
+                                cf[col + i] = 0
+                        col += c
 
 
 _BLOCK = 16  # transposes work in 16x16 blocks: 16 read streams, 16-element written runs
 
 
 @_jit
-def _to_channels_last(x, xh):
-    """``xh[n, h, w, c] = x[n, c, h, w]``."""
-    N, C, H, W = x.shape
-    P = H * W
-    xf, hf = x.ravel(), xh.ravel()
+def _transpose(src, dst, N, R, S):
+    """``dst[n, s, r] = src[n, r, s]`` for ``N`` stacked ``(R, S)`` matrices (flat arrays)."""
     for n in range(N):
-        for c0 in range(0, C, _BLOCK):
-            width = numba.uint64(min(_BLOCK, C - c0))
-            for p0 in range(0, P, _BLOCK):
-                for p in range(p0, min(p0 + _BLOCK, P)):
-                    dst = numba.uint64((n * P + p) * C + c0)
-                    src = numba.uint64((n * C + c0) * P + p)
+        for r0 in range(0, R, _BLOCK):
+            width = numba.uint64(min(_BLOCK, R - r0))
+            for s0 in range(0, S, _BLOCK):
+                for s in range(s0, min(s0 + _BLOCK, S)):
+                    d = numba.uint64((n * S + s) * R + r0)
+                    f = numba.uint64((n * R + r0) * S + s)
                     for i in range(width):
-                        hf[dst + i] = xf[src + i * numba.uint64(P)]
-
-
-@_jit
-def _from_channels_last(xh, x):
-    """``x[n, c, h, w] = xh[n, h, w, c]``."""
-    N, C, H, W = x.shape
-    P = H * W
-    xf, hf = x.ravel(), xh.ravel()
-    for n in range(N):
-        for p0 in range(0, P, _BLOCK):
-            width = numba.uint64(min(_BLOCK, P - p0))
-            for c0 in range(0, C, _BLOCK):
-                for c in range(c0, min(c0 + _BLOCK, C)):
-                    dst = numba.uint64((n * C + c) * P + p0)
-                    src = numba.uint64((n * P + p0) * C + c)
-                    for i in range(width):
-                        xf[dst + i] = hf[src + i * numba.uint64(C)]
+                        dst[d + i] = src[f + i * numba.uint64(S)]
 
 
 def to_channels_last(x, xh) -> None:
     """Copy ``x (n, C, H, W)`` into ``xh (n, H, W, C)``; both C-contiguous, one dtype."""
     check_contiguous(x, xh)
-    _to_channels_last(x, xh)
+    n, C, H, W = x.shape
+    _transpose(x.ravel(), xh.ravel(), n, C, H * W)
 
 
 def from_channels_last(xh, x) -> None:
     """Copy ``xh (n, H, W, C)`` into ``x (n, C, H, W)``; both C-contiguous, one dtype."""
     check_contiguous(xh, x)
-    _from_channels_last(xh, x)
+    n, C, H, W = x.shape
+    _transpose(xh.ravel(), x.ravel(), n, H * W, C)
 
 
 def im2col_cl_into(xh, geo_args, cols_t, rows=None) -> None:
@@ -236,7 +203,7 @@ def im2col_cl_into(xh, geo_args, cols_t, rows=None) -> None:
     rows ``rows = (oh0, oh1)`` (default: all)."""
     check_contiguous(xh, cols_t)
     oh0, oh1 = (0, geo_args[-2]) if rows is None else rows
-    _im2col_cl(xh, *geo_args, oh0, oh1, cols_t)
+    _windows_cl(xh, *geo_args, oh0, oh1, cols_t, False)
 
 
 def col2im_cl_into(cols_t, geo_args, xh, rows=None) -> None:
@@ -244,4 +211,4 @@ def col2im_cl_into(cols_t, geo_args, xh, rows=None) -> None:
     ``rows = (oh0, oh1)`` (default: all) folded back (the adjoint of :func:`im2col_cl_into`)."""
     check_contiguous(cols_t, xh)
     oh0, oh1 = (0, geo_args[-2]) if rows is None else rows
-    _col2im_cl(cols_t, *geo_args, oh0, oh1, xh)
+    _windows_cl(xh, *geo_args, oh0, oh1, cols_t, True)

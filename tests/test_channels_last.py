@@ -146,24 +146,6 @@ def test_images_larger_than_a_chunk_fall_back_to_the_gemm_engine():
         assert conv._strategy(geo, np.float64) == "gemm"
 
 
-@pytest.mark.parametrize(
-    "x_shape, w_shape, dtype, opts, want",
-    [
-        ((64, 32, 16, 16), (64, 32, 3, 3), np.float32, dict(padding=1), "channels_last"),
-        ((64, 64, 16, 16), (128, 64, 3, 3), np.float32, dict(stride=2, padding=1), "channels_last"),
-        ((16, 12, 37, 29), (24, 12, 5, 5), np.float32, dict(stride=3, padding=2), "channels_last"),
-        ((64, 64, 16, 16), (128, 64, 3, 3), np.float64, dict(stride=2, padding=1), "gemm"),  # float64
-        ((16, 32, 32, 32), (32, 32, 3, 3), np.float32, dict(padding=2, dilation=2), "gemm"),  # wide rows
-        ((64, 3, 16, 16), (32, 3, 3, 3), np.float32, dict(padding=1), "gemm"),  # 3 channels
-        ((64, 32, 16, 16), (64, 16, 3, 3), np.float32, dict(padding=1, groups=2), "gemm"),
-    ],
-)
-def test_strategy_choice(x_shape, w_shape, dtype, opts, want, monkeypatch):
-    monkeypatch.setattr(conv, "thread_count", lambda: 2)
-    geo = conv_geometry(x_shape, w_shape, **{"stride": 1, "padding": 0, "dilation": 1, "groups": 1, **opts})
-    assert conv._strategy(geo, dtype) == want
-
-
 def test_gradients_match_numerical_gradients():
     x, w, b = arrays_for(dict(x=(3, 4, 6, 5), w=(5, 4, 3, 2), bias=True), 9)
     with engine_path("channels_last"):

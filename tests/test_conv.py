@@ -4,7 +4,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import convcore as cc
-from convcore import reference
+from convcore import _threads, conv, reference
+from convcore._geometry import conv_geometry
 
 from strategies import (
     ENGINE_PATHS,
@@ -309,3 +310,31 @@ def test_depthwise_weight_gradient_stays_accurate_over_a_large_batch():
 def test_empty_images_are_refused(shape):
     with pytest.raises(ValueError, match=r"x must have a non-empty height and width, got shape"):
         cc.conv2d(np.ones(shape), np.ones((6, 4, 3, 3)), padding=2)
+
+
+@pytest.mark.parametrize(
+    "x_shape, w_shape, dtype, opts, want",
+    [
+        ((1, 1, 3, 3), (1, 1, 2, 2), np.float64, {}, "tiny"),
+        ((8, 64, 56, 56), (64, 1, 3, 3), np.float32, dict(padding=1, groups=64), "depthwise"),
+        ((8, 64, 56, 56), (64, 64, 3, 3), np.float32, dict(padding=1), "winograd"),
+        ((64, 32, 16, 16), (64, 32, 3, 3), np.float64, dict(padding=1), "winograd"),
+        ((64, 32, 16, 16), (64, 32, 3, 3), np.float32, dict(padding=1), "channels_last"),  # narrow
+        ((8, 16, 32, 32), (16, 16, 3, 3), np.float64, dict(padding=1), "gemm"),  # small
+        ((1, 128, 56, 56), (128, 128, 3, 3), np.float64, dict(padding=1), "gemm"),  # batch 1
+        ((64, 3, 32, 32), (32, 3, 3, 3), np.float64, dict(padding=1), "gemm"),  # 3 channels
+        ((8, 64, 56, 56), (64, 64, 3, 3), np.float64, dict(stride=2), "gemm"),
+        ((8, 64, 56, 56), (64, 32, 3, 3), np.float64, dict(groups=2), "gemm"),
+        ((8, 64, 56, 56), (64, 64, 3, 3), np.float64, dict(dilation=2), "gemm"),
+        ((64, 64, 16, 16), (128, 64, 3, 3), np.float32, dict(stride=2, padding=1), "channels_last"),
+        ((16, 12, 37, 29), (24, 12, 5, 5), np.float32, dict(stride=3, padding=2), "channels_last"),
+        ((64, 64, 16, 16), (128, 64, 3, 3), np.float64, dict(stride=2, padding=1), "gemm"),  # float64
+        ((16, 32, 32, 32), (32, 32, 3, 3), np.float32, dict(padding=2, dilation=2), "gemm"),  # wide rows
+        ((64, 3, 16, 16), (32, 3, 3, 3), np.float32, dict(padding=1), "gemm"),  # 3 channels
+        ((64, 32, 16, 16), (64, 16, 3, 3), np.float32, dict(padding=1, groups=2), "gemm"),
+    ],
+)
+def test_strategy_choice(x_shape, w_shape, dtype, opts, want, monkeypatch):
+    monkeypatch.setattr(_threads, "_THREADS", 2)  # as on the machine the conditions were measured on
+    geo = conv_geometry(x_shape, w_shape, **{"stride": 1, "padding": 0, "dilation": 1, "groups": 1, **opts})
+    assert conv._strategy(geo, dtype) == want

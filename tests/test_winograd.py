@@ -8,7 +8,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import convcore as cc
-import convcore.conv as conv
 from convcore import _gemm, _winograd, reference, workspace
 from convcore._geometry import conv_geometry
 
@@ -222,26 +221,6 @@ def test_chunks_respect_the_workspace_limit():
             assert workspace._local.buffer.size <= 10 * per_row + 64
     finally:
         cc.set_workspace_limit(old)
-
-
-@pytest.mark.parametrize(
-    "x_shape, w_shape, dtype, opts, want",
-    [
-        ((8, 64, 56, 56), (64, 64, 3, 3), np.float32, dict(padding=1), "winograd"),
-        ((64, 32, 16, 16), (64, 32, 3, 3), np.float64, dict(padding=1), "winograd"),
-        ((64, 32, 16, 16), (64, 32, 3, 3), np.float32, dict(padding=1), "channels_last"),  # narrow
-        ((8, 16, 32, 32), (16, 16, 3, 3), np.float64, dict(padding=1), "gemm"),  # small
-        ((1, 128, 56, 56), (128, 128, 3, 3), np.float64, dict(padding=1), "gemm"),  # batch 1
-        ((64, 3, 32, 32), (32, 3, 3, 3), np.float64, dict(padding=1), "gemm"),  # 3 channels
-        ((8, 64, 56, 56), (64, 64, 3, 3), np.float64, dict(stride=2), "gemm"),
-        ((8, 64, 56, 56), (64, 32, 3, 3), np.float64, dict(groups=2), "gemm"),
-        ((8, 64, 56, 56), (64, 64, 3, 3), np.float64, dict(dilation=2), "gemm"),
-    ],
-)
-def test_strategy_choice(x_shape, w_shape, dtype, opts, want, monkeypatch):
-    monkeypatch.setattr(conv, "thread_count", lambda: 2)
-    geo = conv_geometry(x_shape, w_shape, **{"stride": 1, "padding": 0, "dilation": 1, "groups": 1, **opts})
-    assert conv._strategy(geo, dtype) == want
 
 
 def test_forcing_winograd_where_it_does_not_apply_runs_the_gemm_engine():
