@@ -1,10 +1,10 @@
-"""The Winograd engine against im2col + GEMM on the same 3x3 stride-1 layers.
+"""The Winograd and channels-last engines against im2col + GEMM on the same layers.
 
-    python benchmarks/engine_paths.py [--repeats 5]
+    python benchmarks/engine_paths.py [--repeats 5] [--only winograd|channels_last]
 
 Forward+backward of each layer with the engine forced onto each path (``conv._FORCE``),
 the two paths interleaved, median of the per-round medians; printed as milliseconds and
-the ratio winograd / gemm, per dtype. These are the measurements behind the conditions in
+the ratio engine / gemm, per dtype. These are the measurements behind the conditions in
 ``convcore.conv._strategy``.
 """
 
@@ -16,15 +16,30 @@ import numpy as np
 import convcore as cc
 from convcore import conv
 
-LAYERS = [  # N, C, H, W, F; 3x3 kernel, stride 1, padding 1
-    (8, 64, 56, 56, 64),  # resnet_c64_56_k3
-    (16, 128, 28, 28, 128),
-    (16, 16, 64, 64, 16),
-    (64, 16, 32, 32, 16),
-    (64, 32, 16, 16, 64),  # cifar_c32_16_k3
-    (64, 3, 32, 32, 32),  # cifar_c3_32_k3
+# N, C, H, W, F, (KH, KW), stride, padding, dilation
+WINOGRAD = [  # 3x3, stride 1, padding 1
+    (8, 64, 56, 56, 64, (3, 3), 1, 1, 1),  # resnet_c64_56_k3
+    (16, 128, 28, 28, 128, (3, 3), 1, 1, 1),
+    (16, 16, 64, 64, 16, (3, 3), 1, 1, 1),
+    (64, 16, 32, 32, 16, (3, 3), 1, 1, 1),
+    (64, 32, 16, 16, 64, (3, 3), 1, 1, 1),  # cifar_c32_16_k3
+    (64, 3, 32, 32, 32, (3, 3), 1, 1, 1),  # cifar_c3_32_k3
 ]
-PATHS = ("gemm", "winograd")
+CHANNELS_LAST = [  # short output rows, then the wider ones and few channels it loses on
+    (128, 64, 8, 8, 64, (3, 3), 1, 1, 1),
+    (64, 128, 8, 8, 128, (3, 3), 1, 1, 1),
+    (64, 32, 12, 12, 32, (3, 3), 1, 1, 1),
+    (64, 16, 16, 16, 32, (3, 3), 1, 1, 1),
+    (64, 32, 16, 16, 64, (3, 3), 1, 1, 1),  # cifar_c32_16_k3
+    (64, 32, 16, 16, 64, (5, 5), 1, 2, 1),
+    (64, 64, 16, 16, 128, (3, 3), 2, 1, 1),  # down_c64_16_k3s2
+    (16, 12, 37, 29, 24, (5, 5), 3, 2, 1),  # 10 wide
+    (32, 64, 24, 24, 64, (3, 3), 1, 1, 1),
+    (32, 16, 28, 28, 32, (3, 3), 1, 1, 1),
+    (16, 32, 32, 32, 32, (3, 3), 1, 2, 2),  # dilated, 32 wide
+    (64, 3, 32, 32, 32, (3, 3), 1, 1, 1),  # cifar_c3_32_k3
+]
+ENGINES = {"winograd": WINOGRAD, "channels_last": CHANNELS_LAST}
 
 
 def _median_ms(run, reps: int = 10) -> float:
@@ -37,35 +52,53 @@ def _median_ms(run, reps: int = 10) -> float:
     return float(np.median(times)) * 1e3
 
 
+def compare(engine: str, layer, dtype, repeats: int, rng) -> tuple[float, float]:
+    """Median forward+backward milliseconds on 'gemm' and on ``engine``, interleaved."""
+    N, C, H, W, F, kernel, stride, padding, dilation = layer
+    opts = dict(stride=stride, padding=padding, dilation=dilation)
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    w = rng.standard_normal((F, C, *kernel)).astype(dtype)
+    b = rng.standard_normal(F).astype(dtype)
+    dy = rng.standard_normal(cc.conv2d(x, w, b, **opts).shape).astype(dtype)
+
+    def run():
+        cc.conv2d_backward(dy, cc.conv2d_forward(x, w, b, **opts)[1])
+
+    rounds = {path: [] for path in ("gemm", engine)}
+    try:
+        for _ in range(repeats):
+            for path in rounds:
+                conv._FORCE = path
+                rounds[path].append(_median_ms(run))
+    finally:
+        conv._FORCE = None
+    return float(np.median(rounds["gemm"])), float(np.median(rounds[engine]))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--only", choices=list(ENGINES))
     args = parser.parse_args()
     rng = np.random.default_rng(0)
-    for N, C, H, W, F in LAYERS:
-        for dtype in (np.float32, np.float64):
-            x = rng.standard_normal((N, C, H, W)).astype(dtype)
-            w = rng.standard_normal((F, C, 3, 3)).astype(dtype)
-            dy = rng.standard_normal((N, F, H, W)).astype(dtype)
-
-            def run(x=x, w=w, dy=dy):
-                _, cache = cc.conv2d_forward(x, w, padding=1)
-                cc.conv2d_backward(dy, cache)
-
-            rounds = {path: [] for path in PATHS}
-            try:
-                for _ in range(args.repeats):
-                    for path in PATHS:
-                        conv._FORCE = path
-                        rounds[path].append(_median_ms(run))
-            finally:
-                conv._FORCE = None
-            gemm, wino = (float(np.median(rounds[path])) for path in PATHS)
-            print(
-                f"{N}x{C}x{H}x{W} -> {F:<4d} {np.dtype(dtype).name:8s} "
-                f"gemm {gemm:8.2f} ms  winograd {wino:8.2f} ms  ratio {wino / gemm:.2f}",
-                flush=True,
+    for engine, layers in ENGINES.items():
+        if args.only not in (None, engine):
+            continue
+        print(f"{engine} / gemm")
+        for layer in layers:
+            N, C, H, W, F, (KH, KW), s, p, d = layer
+            label = (
+                f"{N}x{C}x{H}x{W} -> {F} {KH}x{KW}"
+                + (f" s{s}" if s > 1 else "")
+                + (f" d{d}" if d > 1 else "")
             )
+            for dtype in (np.float32, np.float64):
+                gemm, other = compare(engine, layer, dtype, args.repeats, rng)
+                print(
+                    f"  {label:30s} {np.dtype(dtype).name:8s} gemm {gemm:8.2f} ms  {engine} {other:8.2f} ms"
+                    f"  ratio {other / gemm:.2f}",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

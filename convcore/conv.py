@@ -83,26 +83,27 @@ def prepare_conv(x, w, b, stride, padding, dilation, groups):
 # Below this many multiply-adds, direct loops beat im2col + GEMM (their fixed cost is a
 # few microseconds of NumPy calls).
 _DIRECT_MAX_MACS = 1 << 14
-# Forces a strategy: "gemm", "tiny", "depthwise" or "winograd" (the tests run each over
-# the same cases; "winograd" falls back to "gemm" where it does not apply).
+# Forces a strategy: "gemm", "tiny", "depthwise", "winograd" or "channels_last" (the
+# tests run each over the same cases; the last two fall back to "gemm" where they do not
+# apply).
 _FORCE: str | None = None
 # Winograd needs this many channels and filters: its transforms cost the same per input
 # and output element whatever C and F, while the GEMMs it saves scale with C*F (on 3
-# input channels it ran 1.6-2.0x slower than im2col + GEMM; benchmarks/engine_paths.py).
+# input channels it ran 1.5-2.0x slower than im2col + GEMM; benchmarks/engine_paths.py).
 _WINOGRAD_MIN_CHANNELS = 8
 # ... and this many multiply-adds: its kernels take ~2.5 s per dtype to compile on first
 # use (more than the rest of convcore), which only a large layer pays back.
 _WINOGRAD_MIN_MACS = 1 << 26
 # It also needs an image per thread (split by rows and channels, a batch of 1 on two
 # threads ran up to 2.6x slower than im2col + GEMM) and, in float32, outputs at least
-# this wide (16x16 outputs ran 1.07x slower; 32 to 64 wide, 0.69-0.85x).
+# this wide (16x16 outputs ran 1.05-1.07x slower; 32 to 64 wide, 0.67-0.85x).
 _WINOGRAD_MIN_WIDTH_F32 = 24
 # float32 layers with outputs at most this wide and at least this many channels run on a
-# channels-last copy of the input (:mod:`convcore._channels_last`): 0.72-0.95 of the
-# time of im2col + GEMM on 8 to 24 wide outputs with 12 to 128 channels, 1.10-1.17 on 28
-# to 32 wide ones, 1.34 with 3 channels (forward+backward, interleaved); in float64 it
-# gained at most 10% and lost up to 10%, so float64 stays on im2col.
-_CHANNELS_LAST_MAX_WIDTH = 24
+# channels-last copy of the input (:mod:`convcore._channels_last`). Forward+backward
+# against im2col + GEMM, interleaved (benchmarks/engine_paths.py): 0.72-0.97 on 8 to 16
+# wide outputs with 12 to 128 channels; 1.00 on 24 wide, 1.08 on 28, 1.35 with 3
+# channels. In float64 it measured 0.91-1.17, so float64 stays on im2col.
+_CHANNELS_LAST_MAX_WIDTH = 16
 _CHANNELS_LAST_MIN_CHANNELS = 12
 
 
