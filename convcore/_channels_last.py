@@ -6,9 +6,10 @@ short to vectorise, and im2col cost 0.9 ns a value on an 8-wide output against 0
 a 56-wide one. Here each chunk of images is first transposed to ``(n, H, W, C)``, where
 every window tap is a run of C contiguous values, and the columns are built transposed,
 ``cols_t (positions, KH*KW*C)``; the GEMMs take them as they are (BLAS reads transposed
-operands in place): ``y = w2 @ cols_t.T``, ``dw2 = dy @ cols_t``, ``dcols_t = dy.T @ w2``
-with ``w2 (F, KH*KW*C)`` the weights in tap-major order. The column gradient is folded
-into a channels-last scratch image and transposed back into dx.
+operands in place): ``cols_t @ w2.T`` (the output, channels-last, transposed into NCHW
+``y`` by the same kernel), ``dw2 = dy @ cols_t`` and ``dcols_t = dy.T @ w2``, with
+``w2 (F, KH*KW*C)`` the weights in tap-major order. The column gradient is folded into
+a channels-last scratch image and transposed back into dx.
 
 Used for one group, whole images per chunk and a batch split by images (see
 :func:`applies`); chunks, threads and the workspace are those of :mod:`convcore._gemm`.

@@ -9,6 +9,11 @@ limit; it runs on the calling thread, and :mod:`convcore._gemm` gives each of it
 threads whole images, or (for a batch smaller than the thread count) bands of output rows
 in the forward pass and whole input channels in the backward pass, so no two threads
 write one element.
+
+The channels-last twins (:func:`im2col_cl_into`, :func:`col2im_cl_into`) build the same
+columns transposed from an ``(n, H, W, C)`` copy of the input, made and undone by
+:func:`to_channels_last` and :func:`from_channels_last` (see
+:mod:`convcore._channels_last`).
 """
 
 from __future__ import annotations
