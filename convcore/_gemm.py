@@ -45,8 +45,9 @@ _MIN_PARALLEL_MACS = 1 << 22
 _PER_IMAGE_MIN_P = 1024
 
 
-def _weight_grad_product(wm: np.ndarray, geo: Geometry) -> np.ndarray:
-    """An array shaped like ``wm`` to take each chunk's weight-gradient product.
+def _weight_grad_product(shape, dtype, geo: Geometry) -> np.ndarray:
+    """An array of ``shape`` (that of the weight matrix, or with the bias column) to take
+    each chunk's weight-gradient product.
 
     Its memory layout picks the BLAS call: NumPy computes ``dy @ cols.T`` into a
     column-major output as ``cols @ dy.T``, which OpenBLAS runs faster in float32
@@ -54,9 +55,21 @@ def _weight_grad_product(wm: np.ndarray, geo: Geometry) -> np.ndarray:
     cifar_c32_16_k3 13.7 against 14.3, lenet_c1_28_k5 2.5 against 2.8) and up to 5%
     slower in float64, which keeps the row-major output.
     """
-    if wm.dtype == np.float32 and not geo.is_pointwise:
-        return np.empty((geo.groups, geo.window_rows, geo.Fg), wm.dtype).transpose(0, 2, 1)
-    return np.empty_like(wm)
+    if np.dtype(dtype) == np.float32 and not geo.is_pointwise:
+        return np.empty((shape[0], shape[2], shape[1]), dtype).transpose(0, 2, 1)
+    return np.empty(shape, dtype)
+
+
+def _bias_in_gemm(geo: Geometry, plan) -> bool:
+    """True where the bias rides in the GEMMs: a row of ones under the columns meets a
+    bias column beside the weights, so the forward product adds the bias and the weight
+    gradient's product sums dy into its last column, with no pass of their own over y
+    and dy (on cifar_c3_32_k3, whose output is 10x its input, those passes cost 21-28% of
+    forward+backward). For one group and chunks of every channel; a pointwise
+    convolution multiplies the input itself, which has no row to spare."""
+    if geo.groups != 1 or geo.is_pointwise:
+        return False
+    return all(c.c0 == 0 and c.c1 == geo.C for chunks in plan for c in chunks)
 
 
 class Chunk(NamedTuple):
@@ -229,16 +242,18 @@ def _per_image(geo: Geometry, c: Chunk) -> int:
 
 def _forward_im2col(x, wm, b, geo: Geometry, y, c: Chunk) -> None:
     """im2col into the workspace, then one GEMM per group (and image, see
-    :func:`_per_image`) into NCHW ``y``, plus the bias."""
+    :func:`_per_image`) into NCHW ``y``, plus the bias (``b``, or a bias column of ``wm``
+    meeting a row of ones under the columns)."""
     n = c.n1 - c.n0
     m = n * (c.oh1 - c.oh0) * geo.OW
-    rows = geo.C * geo.KH * geo.KW
+    rows = geo.groups * wm.shape[2]
     per = _per_image(geo, c)
     if per:
         (cols,) = scratch(x.dtype, (rows, m))
     else:
         cols, out = scratch(x.dtype, (rows, m), (geo.groups, geo.Fg, m))
-    im2col_into(x[c.n0 : c.n1], geo.kernel_args, cols, (c.oh0, c.oh1))
+    im2col_into(x[c.n0 : c.n1], geo.kernel_args, cols, (c.oh0, c.oh1))  # the first C*KH*KW rows
+    cols[geo.C * geo.KH * geo.KW :] = 1
     if per:
         for i in range(n):
             out = _block(y[c.n0 + i], geo, geo.Fg, c)
@@ -258,12 +273,15 @@ def forward(x, w, b, geo: Geometry, y) -> None:
     check_contiguous(x, w, y)  # written through reshaped views, which must not be copies
     wm = weight_matrix(w, geo)
     chunk_forward = _forward_pointwise if geo.is_pointwise else _forward_im2col
+    plan = forward_plan(geo, x.itemsize)
+    if b is not None and _bias_in_gemm(geo, plan):
+        wm, b = np.concatenate((wm, b.reshape(1, -1, 1)), axis=2), None
 
     def work(chunks):
         for c in chunks:
             chunk_forward(x, wm, b, geo, y, c)
 
-    run_plan(work, forward_plan(geo, x.itemsize))
+    run_plan(work, plan)
 
 
 def _backward_pointwise(x, dy, wm, geo: Geometry, dx, dw, part, c: Chunk) -> None:
@@ -283,14 +301,16 @@ def _backward_pointwise(x, dy, wm, geo: Geometry, dx, dw, part, c: Chunk) -> Non
 def _backward_im2col(x, dy, wm, geo: Geometry, dx, dw, part, c: Chunk) -> None:
     """Recompute the columns of the chunk's channels and add ``dy @ cols.T`` into dw
     (given x); add ``col2im(w.T @ dy)`` into dx, the first band of an image overwriting
-    it (given dx)."""
+    it (given dx). A dw one column wider than ``wm`` (see :func:`_bias_in_gemm`) also
+    takes the bias gradient, from a row of ones under the columns."""
     n = c.n1 - c.n0
     m = n * (c.oh1 - c.oh0) * geo.OW
     per_channel = geo.KH * geo.KW
     rows = (c.c1 - c.c0) * per_channel
+    ones = 0 if x is None else dw.shape[2] - wm.shape[2]  # one segment when 1 (one group)
     per = _per_image(geo, c)
     # columns for the weight gradient (given x), their gradient for dx (given dx)
-    shapes = [(rows if x is not None else 0, m), (rows if dx is not None else 0, m)]
+    shapes = [(rows + ones if x is not None else 0, m), (rows if dx is not None else 0, m)]
     if per:
         cols, dcols = scratch(dy.dtype, *shapes)
         grads = [_block(dy[c.n0 + i], geo, geo.Fg, c) for i in range(n)]
@@ -300,12 +320,14 @@ def _backward_im2col(x, dy, wm, geo: Geometry, dx, dw, part, c: Chunk) -> None:
         grads, per = [grad], m
     if x is not None:
         im2col_into(x[c.n0 : c.n1, c.c0 : c.c1], geo.kernel_args, cols, (c.oh0, c.oh1))
+        cols[rows:] = 1
     for i, grad in enumerate(grads):
         positions = slice(i * per, (i + 1) * per)
         for g, r0, r1, k in _segments(geo, c, per_channel):
             if x is not None:
-                np.matmul(grad[g], cols[k : k + r1 - r0, positions].T, out=part[g, :, r0:r1])
-                dw[g, :, r0:r1] += part[g, :, r0:r1]
+                r1w = r1 + ones
+                np.matmul(grad[g], cols[k : k + r1w - r0, positions].T, out=part[g, :, r0:r1w])
+                dw[g, :, r0:r1w] += part[g, :, r0:r1w]
             if dx is not None:
                 np.matmul(wm[g, :, r0:r1].T, grad[g], out=dcols[k : k + r1 - r0, positions])
     if dx is not None:
@@ -322,18 +344,32 @@ def backward(x, w, dy, geo: Geometry, dx, db=None) -> np.ndarray | None:
     check_contiguous(*(a for a in (x, w, dy, dx) if a is not None))  # see forward
     wm = weight_matrix(w, geo)
     chunk_backward = _backward_pointwise if geo.is_pointwise else _backward_im2col
+    plan = backward_plan(geo, dy.itemsize)
+    ones = int(db is not None and x is not None and _bias_in_gemm(geo, plan))
+    shape = (geo.groups, geo.Fg, geo.window_rows + ones)
 
     def work(chunks):
-        dw, part = (None, None) if x is None else (np.zeros_like(wm), _weight_grad_product(wm, geo))
-        db_part = None if db is None else np.zeros_like(db)
+        dw, part = (
+            (None, None)
+            if x is None
+            else (np.zeros(shape, wm.dtype), _weight_grad_product(shape, wm.dtype, geo))
+        )
+        db_part = None if db is None or ones else np.zeros_like(db)
         for c in chunks:
             add_chunk_bias_grad(dy, c, db_part)
             chunk_backward(x, dy, wm, geo, dx, dw, part, c)
         return dw, db_part
 
-    partial = run_plan(work, backward_plan(geo, dy.itemsize))
+    partial = run_plan(work, plan)
+    if x is None:
+        add_in_order([p[1] for p in partial], db)
+        return None
+    dw = add_in_order([p[0] for p in partial])
+    if ones:
+        db[...] = dw[0, :, -1]
+        return np.ascontiguousarray(dw[:, :, :-1]).reshape(w.shape)
     add_in_order([p[1] for p in partial], db)
-    return None if x is None else add_in_order([p[0] for p in partial]).reshape(w.shape)
+    return dw.reshape(w.shape)
 
 
 def add_chunk_bias_grad(dy, c: Chunk, part) -> None:

@@ -159,6 +159,25 @@ def test_threads_together_stay_under_the_limit_after_a_call_on_one_thread():
         workspace.release_workspace()
 
 
+@pytest.mark.parametrize(
+    "x_shape, w_shape, opts, threads, fused",
+    [
+        ((4, 3, 9, 9), (5, 3, 3, 3), dict(padding=1), 2, True),  # images split
+        ((1, 6, 9, 9), (5, 6, 3, 3), dict(padding=1), 2, False),  # one image: channels split
+        ((1, 6, 9, 9), (5, 6, 3, 3), dict(padding=1), 1, True),  # ... unless on one thread
+        ((4, 6, 9, 9), (6, 3, 3, 3), dict(padding=1, groups=2), 2, False),
+        ((4, 6, 9, 9), (5, 6, 1, 1), {}, 2, False),  # pointwise: no columns to extend
+    ],
+)
+def test_where_the_bias_rides_in_the_gemms(x_shape, w_shape, opts, threads, fused):
+    geo = conv_geometry(x_shape, w_shape, **{"stride": 1, "padding": 0, "dilation": 1, "groups": 1, **opts})
+    with split_work(threads, 1 << 20):
+        assert _gemm._bias_in_gemm(geo, _gemm.backward_plan(geo, 8)) == fused
+        x, w, b = arrays_for(dict(x=x_shape, w=w_shape, bias=True), 6)
+        got, want, _ = engine_and_reference(ENGINE, REFERENCE, x, w, b, opts)
+    assert_float64_agreement(got, want)
+
+
 def test_outputs_must_be_contiguous():
     geo = conv_geometry((2, 4, 5, 5), (3, 4, 1, 1), 1, 0, 1, 1)
     x, w = np.ones((2, 4, 5, 5)), np.ones((3, 4, 1, 1))
