@@ -32,8 +32,10 @@ def _add_bias(y, b, n0, n1, p0, p1):
 
 def _block(a, images, rows) -> tuple[int, int, int, int]:
     """Images ``[n0, n1)`` and flat positions ``[p0, p1)`` in a plane of ``a``: output rows
-    ``rows = (oh0, oh1)`` (default: all)."""
+    ``rows = (oh0, oh1)`` (default: all). The kernel trusts them, so they are checked."""
     (n0, n1), (oh0, oh1) = images or (0, a.shape[0]), rows or (0, a.shape[2])
+    if not (0 <= n0 <= n1 <= a.shape[0] and 0 <= oh0 <= oh1 <= a.shape[2]):
+        raise ValueError(f"images {(n0, n1)} and rows {(oh0, oh1)} must lie within shape {a.shape}")
     return n0, n1, oh0 * a.shape[3], oh1 * a.shape[3]
 
 

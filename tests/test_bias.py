@@ -68,6 +68,14 @@ def test_nan_reaches_only_its_filter():
     assert np.isnan(got[2]) and np.array_equal(got[:2], [32.0, 32.0])
 
 
+@pytest.mark.parametrize("images, rows", [((0, 3), None), ((1, 0), None), (None, (0, 5)), (None, (-1, 2))])
+def test_ranges_outside_the_array_are_refused(images, rows):
+    with pytest.raises(ValueError, match="must lie within shape"):
+        add_bias(np.zeros((2, 3, 4, 4)), np.zeros(3), images, rows)
+    with pytest.raises(ValueError, match="must lie within shape"):
+        bias_grad(np.zeros((2, 3, 4, 4)), np.zeros(3), images, rows)
+
+
 def test_arrays_must_be_contiguous():
     with pytest.raises(ValueError, match="C-contiguous"):
         add_bias(np.zeros((2, 3, 4, 8))[..., ::2], np.zeros(3))
