@@ -19,11 +19,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from convcore._bias import add_bias
 from convcore._gemm import (
     _as_filter_major,
     _per_image,
-    add_chunk_bias_grad,
     add_in_order,
     backward_plan,
     forward_plan,
@@ -54,13 +52,15 @@ def _tap_major(w: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(w.transpose(0, 2, 3, 1)).reshape(w.shape[0], -1)
 
 
-def _columns(x, geo: Geometry, n0: int, n1: int, cols_rows: int, *more):
-    """Scratch for the chunk's channels-last input and ``cols_t`` (plus ``more`` shapes),
-    with ``cols_t`` filled from ``x[n0:n1]``."""
+def _columns(x, geo: Geometry, n0: int, n1: int, width: int, *more):
+    """Scratch for the chunk's channels-last input and ``cols_t (positions, width)`` (plus
+    ``more`` shapes), with ``cols_t`` filled from ``x[n0:n1]``: its KH*KW*C columns, then
+    ones in a last column if ``width`` has room for one (the bias's)."""
     n = n1 - n0
-    xh, cols_t, *rest = scratch(x.dtype, (n, geo.H, geo.W, geo.C), (n * geo.P, cols_rows), *more)
+    xh, cols_t, *rest = scratch(x.dtype, (n, geo.H, geo.W, geo.C), (n * geo.P, width), *more)
     to_channels_last(x[n0:n1], xh)
     im2col_cl_into(xh, geo.kernel_args, cols_t)
+    cols_t[:, geo.C * geo.KH * geo.KW :] = 1
     return xh, cols_t, rest
 
 
@@ -69,10 +69,11 @@ def forward(x, w, b, geo: Geometry, y) -> None:
 
     The GEMM output is position-major, ``cols_t @ w2.T``, transposed into ``y`` by the
     same kernel as the input: in float32 OpenBLAS ran that product 10-25% faster than
-    ``w2 @ cols_t.T`` on the anchors' small layers (in float64, 15% slower).
+    ``w2 @ cols_t.T`` on the anchors' small layers (in float64, 15% slower). The bias
+    rides in it: a column of ones beside the columns meets a bias column beside ``w2``.
     """
     check_contiguous(x, w, y)
-    w2 = _tap_major(w)
+    w2 = _tap_major(w) if b is None else np.concatenate((_tap_major(w), b[:, None]), axis=1)
 
     def work(chunks):
         for c in chunks:
@@ -80,28 +81,26 @@ def forward(x, w, b, geo: Geometry, y) -> None:
             _, cols_t, (out,) = _columns(x, geo, c.n0, c.n1, w2.shape[1], (n * geo.P, geo.F))
             np.matmul(cols_t, w2.T, out=out)
             from_channels_last(out.reshape(n, geo.OH, geo.OW, geo.F), y[c.n0 : c.n1])
-            if b is not None:
-                add_bias(y, b, (c.n0, c.n1))
 
     run_plan(work, forward_plan(geo, x.itemsize, channels_last=True))
 
 
 def backward(x, w, dy, geo: Geometry, dx, db=None) -> np.ndarray:
     """Fill ``dx (N, C, H, W)`` with the input gradient (and ``db (F,)``, if given, with
-    the bias gradient) and return the weight gradient, shaped like ``w``, from
+    the bias gradient: the last column of the weight gradient's product, from a column
+    of ones beside the columns) and return the weight gradient, shaped like ``w``, from
     ``dy (N, F, OH, OW)``."""
     check_contiguous(x, w, dy, dx)
     w2 = _tap_major(w)
+    width = w2.shape[1] + (db is not None)
 
     def work(chunks):
-        dw2, part = np.zeros_like(w2), np.empty_like(w2)
-        db_part = None if db is None else np.zeros_like(db)
+        dw2, part = np.zeros((geo.F, width), w2.dtype), np.empty((geo.F, width), w2.dtype)
         for c in chunks:
-            add_chunk_bias_grad(dy, c, db_part)
             n = c.n1 - c.n0
             per = _per_image(geo, c)
             more = [(n * geo.P, w2.shape[1])] + ([] if per else [(geo.F, n * geo.P)])
-            xh, cols_t, (dcols_t, *grad) = _columns(x, geo, c.n0, c.n1, w2.shape[1], *more)
+            xh, cols_t, (dcols_t, *grad) = _columns(x, geo, c.n0, c.n1, width, *more)
             if per:
                 grads = [dy[c.n0 + i].reshape(geo.F, per) for i in range(n)]
             else:
@@ -114,9 +113,10 @@ def backward(x, w, dy, geo: Geometry, dx, db=None) -> np.ndarray:
                 np.matmul(g.T, w2, out=dcols_t[rows])
             col2im_cl_into(dcols_t, geo.kernel_args, xh)
             from_channels_last(xh, dx[c.n0 : c.n1])
-        return dw2, db_part
+        return dw2
 
-    partial = run_plan(work, backward_plan(geo, x.itemsize, channels_last=True))
-    add_in_order([p[1] for p in partial], db)
-    dw2 = add_in_order([p[0] for p in partial])
+    dw2 = add_in_order(run_plan(work, backward_plan(geo, x.itemsize, channels_last=True)))
+    if db is not None:
+        db[...] = dw2[:, -1]
+    dw2 = dw2[:, : w2.shape[1]]
     return np.ascontiguousarray(dw2.reshape(geo.F, geo.KH, geo.KW, geo.C).transpose(0, 3, 1, 2))

@@ -84,8 +84,8 @@ class Chunk(NamedTuple):
 
 
 def _scratch_per_row(geo: Geometry, itemsize: int, channels: int, tile: int = 1, channels_last=False) -> int:
-    """Scratch for one output row of one image: with ``tile == 1`` its columns and their
-    gradient plus the GEMM output (and with ``channels_last``, see
+    """Scratch for one output row of one image: with ``tile == 1`` its columns (and a row
+    of ones, see :func:`_bias_in_gemm`) and their gradient plus the GEMM output (and with ``channels_last``, see
     :mod:`convcore._channels_last`, a share of the image's channels-last copy); with
     ``tile == 2`` (Winograd, see :mod:`convcore._winograd`) half a tile row's transformed
     inputs, their gradient and the transformed outputs, 16 values per tile each (and one
@@ -97,7 +97,7 @@ def _scratch_per_row(geo: Geometry, itemsize: int, channels: int, tile: int = 1,
         return 0
     if tile == 2:
         return 8 * ((geo.OW + 1) // 2 + 1) * (2 * channels + geo.F) * itemsize
-    return (2 * channels * geo.KH * geo.KW + geo.F) * geo.OW * itemsize
+    return (2 * channels * geo.KH * geo.KW + 1 + geo.F) * geo.OW * itemsize  # + 1: the bias's ones
 
 
 def _chunks(

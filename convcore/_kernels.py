@@ -141,10 +141,12 @@ def col2im_into(cols, geo_args, x, rows=None, overwrite=True) -> None:
 @_jit
 def _windows_cl(xh, KH, KW, sh, sw, dh, dw, pt, pl, OH, OW, oh0, oh1, cols_t, fold):
     """Without ``fold``, gather the windows of output rows ``[oh0, oh1)`` of
-    ``xh (n, H, W, C)`` into ``cols_t (n*(oh1-oh0)*OW, KH*KW*C)``; with ``fold``, the
-    adjoint: zero ``xh``, then add ``cols_t`` (a column gradient) into it. One kernel for
-    both directions: one compilation per dtype on first use."""
+    ``xh (n, H, W, C)`` into ``cols_t (n*(oh1-oh0)*OW, width)``, the first KH*KW*C
+    columns (the rest untouched); with ``fold``, the adjoint: zero ``xh``, then add those
+    columns of ``cols_t`` (a column gradient) into it. One kernel for both directions:
+    one compilation per dtype on first use."""
     N, H, W, C = xh.shape
+    width = cols_t.shape[1]
     xf, cf = xh.ravel(), cols_t.ravel()
     c = numba.uint64(C)
     if fold:
@@ -153,7 +155,7 @@ def _windows_cl(xh, KH, KW, sh, sw, dh, dw, pt, pl, OH, OW, oh0, oh1, cols_t, fo
     for n in range(N):
         for oh in range(oh0, oh1):
             for ow in range(OW):
-                col = numba.uint64(((n * (oh1 - oh0) + oh - oh0) * OW + ow) * KH * KW * C)
+                col = numba.uint64(((n * (oh1 - oh0) + oh - oh0) * OW + ow) * width)
                 for kh in range(KH):
                     h = oh * sh + kh * dh - pt
                     for kw in range(KW):
@@ -204,8 +206,8 @@ def from_channels_last(xh, x) -> None:
 
 
 def im2col_cl_into(xh, geo_args, cols_t, rows=None) -> None:
-    """Fill ``cols_t (n*b*OW, KH*KW*C)`` from ``xh (n, H, W, C)`` for the ``b`` output
-    rows ``rows = (oh0, oh1)`` (default: all)."""
+    """Fill the first KH*KW*C columns of ``cols_t (n*b*OW, width)`` from
+    ``xh (n, H, W, C)`` for the ``b`` output rows ``rows = (oh0, oh1)`` (default: all)."""
     check_contiguous(xh, cols_t)
     oh0, oh1 = (0, geo_args[-2]) if rows is None else rows
     _windows_cl(xh, *geo_args, oh0, oh1, cols_t, False)
