@@ -20,11 +20,11 @@ from __future__ import annotations
 import numpy as np
 
 from convcore._gemm import (
-    _as_filter_major,
     _per_image,
     add_in_order,
     backward_plan,
     forward_plan,
+    output_grad_operands,
     run_plan,
 )
 from convcore._geometry import Geometry
@@ -98,19 +98,14 @@ def backward(x, w, dy, geo: Geometry, dx, db=None) -> np.ndarray:
         dw2, part = np.zeros((geo.F, width), w2.dtype), np.empty((geo.F, width), w2.dtype)
         for c in chunks:
             n = c.n1 - c.n0
-            per = _per_image(geo, c)
-            more = [(n * geo.P, w2.shape[1])] + ([] if per else [(geo.F, n * geo.P)])
+            more = [(n * geo.P, w2.shape[1])] + ([] if _per_image(geo, c) else [(1, geo.F, n * geo.P)])
             xh, cols_t, (dcols_t, *grad) = _columns(x, geo, c.n0, c.n1, width, *more)
-            if per:
-                grads = [dy[c.n0 + i].reshape(geo.F, per) for i in range(n)]
-            else:
-                np.copyto(_as_filter_major(grad[0], geo, n), dy[c.n0 : c.n1])
-                grads, per = grad, n * geo.P
+            grads, per = output_grad_operands(dy, geo, c, *grad)
             for i, g in enumerate(grads):
                 rows = slice(i * per, (i + 1) * per)
-                np.matmul(g, cols_t[rows], out=part)
+                np.matmul(g[0], cols_t[rows], out=part)
                 dw2 += part
-                np.matmul(g.T, w2, out=dcols_t[rows])
+                np.matmul(g[0].T, w2, out=dcols_t[rows])
             col2im_cl_into(dcols_t, geo.kernel_args, xh)
             from_channels_last(xh, dx[c.n0 : c.n1])
         return dw2

@@ -240,6 +240,16 @@ def _per_image(geo: Geometry, c: Chunk) -> int:
     return m if n == 1 or geo.P >= _PER_IMAGE_MIN_P else 0
 
 
+def output_grad_operands(dy, geo: Geometry, c: Chunk, grad=None) -> tuple[list, int]:
+    """The chunk's block of ``dy`` as GEMM operands ``(groups, Fg, positions)`` and the
+    positions each covers: views of ``dy``, one per image, when ``grad`` is None (see
+    :func:`_per_image`); else one operand, ``grad``, filled with the whole chunk."""
+    if grad is None:
+        return [_block(dy[n], geo, geo.Fg, c) for n in range(c.n0, c.n1)], (c.oh1 - c.oh0) * geo.OW
+    np.copyto(_as_filter_major(grad, geo, c.n1 - c.n0), dy[c.n0 : c.n1])
+    return [grad], grad.shape[-1]
+
+
 def _forward_im2col(x, wm, b, geo: Geometry, y, c: Chunk) -> None:
     """im2col into the workspace, then one GEMM per group (and image, see
     :func:`_per_image`) into NCHW ``y``, plus the bias (``b``, or a bias column of ``wm``
@@ -312,12 +322,10 @@ def _backward_im2col(x, dy, wm, geo: Geometry, dx, dw, part, c: Chunk) -> None:
     # columns for the weight gradient (given x), their gradient for dx (given dx)
     shapes = [(rows + ones if x is not None else 0, m), (rows if dx is not None else 0, m)]
     if per:
-        cols, dcols = scratch(dy.dtype, *shapes)
-        grads = [_block(dy[c.n0 + i], geo, geo.Fg, c) for i in range(n)]
+        (cols, dcols), grad = scratch(dy.dtype, *shapes), None
     else:  # whole images, every channel
         cols, dcols, grad = scratch(dy.dtype, *shapes, (geo.groups, geo.Fg, m))
-        np.copyto(_as_filter_major(grad, geo, n), dy[c.n0 : c.n1])
-        grads, per = [grad], m
+    grads, per = output_grad_operands(dy, geo, c, grad)
     if x is not None:
         im2col_into(x[c.n0 : c.n1, c.c0 : c.c1], geo.kernel_args, cols, (c.oh0, c.oh1))
         cols[rows:] = 1
