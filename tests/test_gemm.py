@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from layer_strategies import transpose_configs, transpose_out_size
 
 import convcore as cc
-from convcore import _blas, _gemm, reference, workspace
+from convcore import _blas, _gemm, conv, reference, workspace
 from convcore._geometry import conv_geometry
 
 from strategies import (
@@ -186,11 +186,16 @@ def test_outputs_must_be_contiguous():
         _gemm.forward(x, w, None, geo, y)
 
 
-def test_split_results_are_bitwise_reproducible():
-    x, w, b = arrays_for(dict(x=(3, 4, 9, 9), w=(5, 4, 3, 3), bias=True), 2)
-    with split_work(2, 2048):
+@pytest.mark.parametrize(
+    "path, n, chunk_bytes",
+    [("gemm", 3, 2048), ("winograd", 3, 4096), ("channels_last", 5, 1 << 16)],  # each engine split
+)
+def test_split_results_are_bitwise_reproducible(path, n, chunk_bytes):
+    x, w, b = arrays_for(dict(x=(n, 4, 9, 9), w=(5, 4, 3, 3), bias=True), 2)
+    with split_engine_work(path, 2, chunk_bytes):
+        assert conv._strategy(cc.conv2d_forward(x, w, b, padding=1)[1].geo, x.dtype) == path
         runs = [
-            cc.conv2d_backward(np.ones((3, 5, 9, 9)), cc.conv2d_forward(x, w, b, padding=1)[1])
+            cc.conv2d_backward(np.ones((n, 5, 9, 9)), cc.conv2d_forward(x, w, b, padding=1)[1])
             for _ in range(3)
         ]
     for run in runs[1:]:
