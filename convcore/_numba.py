@@ -57,12 +57,6 @@ def _valid_range(offset, stride, size, count):
 
 
 @_jit
-def _zero(a, start, stop):
-    for i in range(numba.uint64(start), numba.uint64(stop)):
-        a[i] = 0
-
-
-@_jit
 def _axpy_row(dst, d, dstep, src, s, sstep, n, alpha):
     """``dst[d + i * dstep] += alpha * src[s + i * sstep]`` for ``i < n``, unsigned indices."""
     if n <= 0:  # d and s may point before the arrays when nothing is to be done
@@ -80,25 +74,6 @@ def _axpy_row(dst, d, dstep, src, s, sstep, n, alpha):
     else:
         for i in range(n):
             dst[d + i * dstep] += alpha * src[s + i * sstep]
-
-
-@_jit
-def _mul_add_row(acc, a, ia, b, ib, bstep, n):
-    """``acc[i] += a[ia + i] * b[ib + i * bstep]`` for ``i < n``, unsigned indices.
-
-    A dot product kept as a row of partial sums, one per column: the loop carries no
-    dependency from one element to the next, so it vectorises, and each partial sum
-    adds its terms in a fixed order. Finish with ``acc[:n].sum()``.
-    """
-    if n <= 0:
-        return
-    ia, ib, bstep, n = numba.uint64(ia), numba.uint64(ib), numba.uint64(bstep), numba.uint64(n)
-    if bstep == 1:
-        for i in range(n):
-            acc[i] += a[ia + i] * b[ib + i]
-    else:
-        for i in range(n):
-            acc[i] += a[ia + i] * b[ib + i * bstep]
 
 
 def check_contiguous(*arrays) -> None:
