@@ -17,18 +17,20 @@ one; they are never copied out. Every output element is the sum the direct loops
   kernel row to a pass, block by block of the plane; the bias plus its first OW columns
   is ``y``.
 - Input gradient, the adjoint: the output gradient, copied into rows of stride ``Wq`` with
-  zeros beyond OW, is scattered tap by tap into planes shaped like the phases, from which
-  the input's own positions are gathered. The zeros carry ``0 * tap`` into positions no
+  zeros beyond OW, is added tap by tap into planes shaped like the phases (with unit
+  column stride, three taps of a kernel row to a pass, gathering from it), from which the
+  input's own positions are copied out. The zeros carry ``0 * tap`` into positions no
   output reaches, so non-finite weights would spread there: :func:`depthwise_backward`
   gives them to the direct loops of :mod:`convcore._direct`.
-- Weight gradient: one dot product per tap over the batch, row by row on the input
-  itself, with a float64 partial sum per output column. The flat layout, with a float64
-  accumulator per element, measured 1.04-1.3x slower on stride-1 layers with 56 to 112
-  wide rows (0.82-0.88 on stride 2 with 14 wide rows).
+- Weight gradient and bias gradient: for every tap (and the bias, a tap reading ones),
+  the products of the output-gradient plane and the shifted phase, summed element by
+  element over up to 16 images in the arrays' dtype, then into float64 (one float32
+  sum over N*OH*OW terms would drift), and over each row's first OW columns at the end.
+  Blocks of output rows and of images bound the accumulators.
 
-Against the row-by-row loops this replaced (forward and input gradient), single thread,
-interleaved: forward 0.76, input gradient 0.60 (float32, 8x64x56x56, 3x3); 0.88 and 0.78
-in float64.
+Forward+backward against the row-by-row loops of earlier versions (one tap over one row
+of OW values a loop), interleaved, two threads: float32 8x64x56x56 3x3 0.69-0.75, 16x128x28x28 stride 2 0.84-0.86, 16x256x14x14 5x5
+0.51-0.53; float64 0.84-0.87 and 0.64-0.66.
 """
 
 from __future__ import annotations
@@ -110,6 +112,24 @@ def _kernel_row(out, k, ph, kh, taps, sh, sw, dh, dw, Hb, Wq, n):
 
 
 @_jit
+def _kernel_row_adjoint(z, g, lead, kh, taps, sh, sw, dh, dw, Hb, Wq, n):
+    """``z[(tap (kh, kw)'s offset) + i] += taps[kw] * g[lead + i]`` for ``i < n`` and every
+    ``kw``: the adjoint of :func:`_kernel_row`. With ``sw == 1`` the taps of a kernel row
+    share a phase, ``dw`` apart, and run three to a pass as a gather from ``g`` (which
+    holds zeros for ``lead >= 2*dw`` values before and after its ``n``)."""
+    KW = taps.size
+    single = 0
+    if sw == 1:
+        for kw in range(0, KW - 2, 3):
+            at = _tap_offset(kh, kw, sh, sw, dh, dw, Hb, Wq)
+            t0, t1, t2 = taps[kw], taps[kw + 1], taps[kw + 2]
+            _axpy3(z, at, g, lead, lead - dw, lead - 2 * dw, n + 2 * dw, t0, t1, t2)
+        single = KW - KW % 3
+    for kw in range(single, KW):
+        _axpy_row(z, _tap_offset(kh, kw, sh, sw, dh, dw, Hb, Wq), 1, g, lead, 1, n, taps[kw])
+
+
+@_jit
 def _axpy3(dst, d, src, s0, s1, s2, n, a0, a1, a2):
     """``dst[d + i] += a0*src[s0 + i] + a1*src[s1 + i] + a2*src[s2 + i]`` for ``i < n``."""
     d, s0, s1, s2 = u(d), u(s0), u(s1), u(s2)
@@ -171,7 +191,8 @@ def _depthwise_input_grad(gy, w, KH, KW, sh, sw, dh, dw, pt, pl, OH, OW, groups,
     below, Wq = _planes(KH, KW, sh, sw, dh, dw, OH, OW)
     Hb = OH + below + 1
     z = np.empty(sh * sw * Hb * Wq, gx.dtype)  # the gradient of the phases
-    g = np.zeros(OH * Wq, gx.dtype)  # an output-gradient plane; zeros beyond OW
+    lead = (KW - 1) * dw  # zeros before and after the plane, for the fused passes' reads
+    g = np.zeros(lead + OH * Wq + lead, gx.dtype)  # an output-gradient plane; zeros beyond OW
     gyf, gxf = gy.ravel(), gx.ravel()
     for job in range(lo, hi):
         n = job // C
@@ -180,13 +201,9 @@ def _depthwise_input_grad(gy, w, KH, KW, sh, sw, dh, dw, pt, pl, OH, OW, groups,
         z[:] = 0
         for f in range(group * Fg, (group + 1) * Fg):
             for oh in range(OH):
-                _copy_row(g, oh * Wq, 1, gyf, ((n * F + f) * OH + oh) * OW, 1, OW)
-            for k in range(0, OH * Wq, _RUN):
-                n_k = min(_RUN, OH * Wq - k)
-                for kh in range(KH):
-                    for kw in range(KW):
-                        at = _tap_offset(kh, kw, sh, sw, dh, dw, Hb, Wq)
-                        _axpy_row(z, at + k, 1, g, k, 1, n_k, w[f, cl, kh, kw])
+                _copy_row(g, lead + oh * Wq, 1, gyf, ((n * F + f) * OH + oh) * OW, 1, OW)
+            for kh in range(KH):
+                _kernel_row_adjoint(z, g, lead, kh, w[f, cl, kh], sh, sw, dh, dw, Hb, Wq, OH * Wq)
         for h in range(H):
             row = job * H * W + h * W
             i, a = (h + pt) // sh, (h + pt) % sh
