@@ -13,9 +13,9 @@ The columns ``ow >= OW`` of such a plane read past the end of their row into the
 one; they are never copied out. Every output element is the sum the direct loops take
 (the padding's zeros included, as in im2col + GEMM), so a NaN stays where it was.
 
-- Forward: the taps gather into an output plane of row stride ``Wq``, three taps of a
-  kernel row to a pass, block by block of the plane; the bias plus its first OW columns
-  is ``y``.
+- Forward: the taps gather into an output plane of row stride ``Wq``; the bias plus its
+  first OW columns is ``y``. (Three taps to a pass, or every tap over one block of the
+  plane at a time, measured no faster: the pass is bound by reading x and writing y.)
 - Input gradient, the adjoint: the output gradient, copied into rows of stride ``Wq`` with
   zeros beyond OW, is added tap by tap into planes shaped like the phases (with unit
   column stride, three taps of a kernel row to a pass, gathering from it), from which the
@@ -39,11 +39,12 @@ import numba
 import numpy as np
 
 from convcore._direct import tiny_backward
-from convcore._numba import _axpy_row, _jit, _valid_range, check_contiguous
+from convcore._numba import _jit, _valid_range, check_contiguous
 from convcore._threads import run_split
 
 u = numba.uint64  # flat offsets are unsigned: no wraparound checks in the loops
-# Elements per block of the flat loops: every tap runs over one block while it is in cache.
+# Elements per block of the weight gradient's loops: every tap runs over one block of
+# partial sums while it is in cache.
 _RUN = 512
 # The weight gradient's float64 accumulators (one plane per tap) per thread, at most; and
 # the images whose phases it reads while a block of the accumulators is in cache.
@@ -69,24 +70,52 @@ def _tap_offset(kh, kw, sh, sw, dh, dw, Hb, Wq):
 
 
 @_jit
-def _copy_row(dst, d, dstep, src, s, sstep, n):
-    """``dst[d + i*dstep] = src[s + i*sstep]`` for ``i < n``, unsigned indices."""
+def _copy(dst, d, dstep, src, s, sstep, n):
+    """``dst[d + i*dstep] = src[s + i*sstep]`` for ``i < n``, unsigned indices (one of
+    the two steps is 1)."""
     if n <= 0:  # d and s may point before the arrays when nothing is to be done
         return
     d, dstep, s, sstep = u(d), u(dstep), u(s), u(sstep)
     if dstep == 1 and sstep == 1:
         for i in range(u(n)):
             dst[d + i] = src[s + i]
+    elif dstep == 1:
+        for i in range(u(n)):
+            dst[d + i] = src[s + i * sstep]
     else:
         for i in range(u(n)):
-            dst[d + i * dstep] = src[s + i * sstep]
+            dst[d + i * dstep] = src[s + i]
+
+
+@_jit
+def _axpy(dst, d, src, s, n, alpha):
+    """``dst[d + i] += alpha * src[s + i]`` for ``i < n``, unsigned indices."""
+    d, s = u(d), u(s)
+    for i in range(u(n)):
+        dst[d + i] += alpha * src[s + i]
 
 
 @_jit
 def _zero_every(dst, d, step, n):
-    """``dst[d + i*step] = 0`` for ``i < n``."""
-    for i in range(max(n, 0)):
-        dst[d + i * step] = 0
+    """``dst[d + i*step] = 0`` for ``i < n``, unsigned indices."""
+    if n <= 0:
+        return
+    d, step = u(d), u(step)
+    if step == 1:
+        for i in range(u(n)):
+            dst[d + i] = 0
+    else:
+        for i in range(u(n)):
+            dst[d + i * step] = 0
+
+
+@_jit
+def _row_sum(a, s, n):
+    """``a[s] + a[s + 1] + ... + a[s + n - 1]``, added in that order."""
+    total = a[s] * 0
+    for i in range(n):
+        total += a[s + i]
+    return total
 
 
 @_jit
@@ -95,38 +124,6 @@ def _set_row(dst, d, src, s, n, c):
     d, s = u(d), u(s)
     for i in range(u(n)):
         dst[d + i] = c + src[s + i]
-
-
-@_jit
-def _kernel_row(out, k, ph, kh, taps, sh, sw, dh, dw, Hb, Wq, n):
-    """``out[k + i] += taps[kw] * (tap (kh, kw)'s phase value)`` for ``i < n`` and every
-    ``kw``, three taps to a pass: 4 loads and a store for three taps instead of 6 and 3."""
-    KW = taps.size
-    for kw in range(0, KW - 2, 3):
-        a0 = _tap_offset(kh, kw, sh, sw, dh, dw, Hb, Wq) + k
-        a1 = _tap_offset(kh, kw + 1, sh, sw, dh, dw, Hb, Wq) + k
-        a2 = _tap_offset(kh, kw + 2, sh, sw, dh, dw, Hb, Wq) + k
-        _axpy3(out, k, ph, a0, a1, a2, n, taps[kw], taps[kw + 1], taps[kw + 2])
-    for kw in range(KW - KW % 3, KW):
-        _axpy_row(out, k, 1, ph, _tap_offset(kh, kw, sh, sw, dh, dw, Hb, Wq) + k, 1, n, taps[kw])
-
-
-@_jit
-def _kernel_row_adjoint(z, g, lead, kh, taps, sh, sw, dh, dw, Hb, Wq, n):
-    """``z[(tap (kh, kw)'s offset) + i] += taps[kw] * g[lead + i]`` for ``i < n`` and every
-    ``kw``: the adjoint of :func:`_kernel_row`. With ``sw == 1`` the taps of a kernel row
-    share a phase, ``dw`` apart, and run three to a pass as a gather from ``g`` (which
-    holds zeros for ``lead >= 2*dw`` values before and after its ``n``)."""
-    KW = taps.size
-    single = 0
-    if sw == 1:
-        for kw in range(0, KW - 2, 3):
-            at = _tap_offset(kh, kw, sh, sw, dh, dw, Hb, Wq)
-            t0, t1, t2 = taps[kw], taps[kw + 1], taps[kw + 2]
-            _axpy3(z, at, g, lead, lead - dw, lead - 2 * dw, n + 2 * dw, t0, t1, t2)
-        single = KW - KW % 3
-    for kw in range(single, KW):
-        _axpy_row(z, _tap_offset(kh, kw, sh, sw, dh, dw, Hb, Wq), 1, g, lead, 1, n, taps[kw])
 
 
 @_jit
@@ -142,6 +139,7 @@ def _split_phases(xf, plane, H, W, sh, sw, pt, pl, r0, Hb, Wq, ph, p0):
     """Fill ``ph`` with phase rows ``[r0, r0 + Hb)`` of the zero-padded ``H x W`` plane
     at ``xf[plane:]``: phase ``(a, b)``, row ``i``, column ``j`` at
     ``p0 + ((a*sw + b)*Hb + i)*Wq + j`` is padded row ``(r0 + i)*sh + a``, column ``j*sw + b``."""
+    unit = np.int64(1)
     for a in range(sh):
         for i in range(Hb):
             h = (r0 + i) * sh + a - pt
@@ -150,9 +148,9 @@ def _split_phases(xf, plane, H, W, sh, sw, pt, pl, r0, Hb, Wq, ph, p0):
                 lo, hi = _valid_range(b - pl, sw, W, Wq)
                 if not 0 <= h < H:
                     lo, hi = Wq, Wq
-                ph[at : at + lo] = 0
-                _copy_row(ph, at + lo, 1, xf, plane + h * W + lo * sw + b - pl, sw, hi - lo)
-                ph[at + max(hi, lo) : at + Wq] = 0
+                _zero_every(ph, at, unit, lo)
+                _copy(ph, at + lo, unit, xf, plane + h * W + lo * sw + b - pl, sw, hi - lo)
+                _zero_every(ph, at + max(hi, lo), unit, Wq - max(hi, lo))
 
 
 @_jit
@@ -167,17 +165,20 @@ def _depthwise_forward(x, w, b, KH, KW, sh, sw, dh, dw, pt, pl, OH, OW, groups, 
     ph = np.empty(sh * sw * Hb * Wq, x.dtype)
     out = np.empty(OH * Wq, x.dtype)
     xf, yf = x.ravel(), y.ravel()
+    zero, unit = np.int64(0), np.int64(1)  # typed offsets and steps: one compilation each
     for job in range(lo, hi):
         n = job // F
         f = job - n * F
         first = n * C + (f // Fg) * Cg
-        out[:] = 0
+        _zero_every(out, zero, unit, out.size)
         for c in range(Cg):
-            _split_phases(xf, (first + c) * H * W, H, W, sh, sw, pt, pl, 0, Hb, Wq, ph, 0)
+            _split_phases(xf, (first + c) * H * W, H, W, sh, sw, pt, pl, zero, Hb, Wq, ph, zero)
             for k in range(0, OH * Wq, _RUN):  # every tap on a block of the plane in cache
                 n_k = min(_RUN, OH * Wq - k)
                 for kh in range(KH):
-                    _kernel_row(out, k, ph, kh, w[f, c, kh], sh, sw, dh, dw, Hb, Wq, n_k)
+                    for kw in range(KW):
+                        at = _tap_offset(kh, kw, sh, sw, dh, dw, Hb, Wq)
+                        _axpy(out, k, ph, at + k, n_k, w[f, c, kh, kw])
         for oh in range(OH):
             _set_row(yf, job * OH * OW + oh * OW, out, oh * Wq, OW, b[f])
 
@@ -194,16 +195,26 @@ def _depthwise_input_grad(gy, w, KH, KW, sh, sw, dh, dw, pt, pl, OH, OW, groups,
     lead = (KW - 1) * dw  # zeros before and after the plane, for the fused passes' reads
     g = np.zeros(lead + OH * Wq + lead, gx.dtype)  # an output-gradient plane; zeros beyond OW
     gyf, gxf = gy.ravel(), gx.ravel()
+    zero, unit = np.int64(0), np.int64(1)  # typed offsets and steps: one compilation each
     for job in range(lo, hi):
         n = job // C
         c = job - n * C
         group, cl = c // Cg, c % Cg
-        z[:] = 0
+        _zero_every(z, zero, unit, z.size)
         for f in range(group * Fg, (group + 1) * Fg):
             for oh in range(OH):
-                _copy_row(g, lead + oh * Wq, 1, gyf, ((n * F + f) * OH + oh) * OW, 1, OW)
+                _copy(g, lead + oh * Wq, unit, gyf, ((n * F + f) * OH + oh) * OW, unit, OW)
             for kh in range(KH):
-                _kernel_row_adjoint(z, g, lead, kh, w[f, cl, kh], sh, sw, dh, dw, Hb, Wq, OH * Wq)
+                single = 0  # with unit column stride, a kernel row's taps share a phase,
+                if sw == 1:  # dw apart: three to a pass, as a gather from g (padded by lead)
+                    for kw in range(0, KW - 2, 3):
+                        at = _tap_offset(kh, kw, sh, sw, dh, dw, Hb, Wq)
+                        t0, t1, t2 = w[f, cl, kh, kw], w[f, cl, kh, kw + 1], w[f, cl, kh, kw + 2]
+                        _axpy3(z, at, g, lead, lead - dw, lead - 2 * dw, OH * Wq + 2 * dw, t0, t1, t2)
+                    single = KW - KW % 3
+                for kw in range(single, KW):
+                    at = _tap_offset(kh, kw, sh, sw, dh, dw, Hb, Wq)
+                    _axpy(z, at, g, lead, OH * Wq, w[f, cl, kh, kw])
         for h in range(H):
             row = job * H * W + h * W
             i, a = (h + pt) // sh, (h + pt) % sh
@@ -211,7 +222,7 @@ def _depthwise_input_grad(gy, w, KH, KW, sh, sw, dh, dw, pt, pl, OH, OW, groups,
                 first, full = _valid_range(b - pl, sw, W, W + pl + 1)
                 last = min(full, Wq) if i < Hb else first
                 at = ((a * sw + b) * Hb + i) * Wq
-                _copy_row(gxf, row + first * sw + b - pl, sw, z, at + first, 1, last - first)
+                _copy(gxf, row + first * sw + b - pl, sw, z, at + first, unit, last - first)
                 # input columns past the phases' width, or rows below them, get nothing
                 _zero_every(gxf, row + max(last, first) * sw + b - pl, sw, full - max(last, first))
 
@@ -243,35 +254,36 @@ def _depthwise_weight_grad(x, gy, KH, KW, sh, sw, dh, dw, pt, pl, OH, OW, groups
     ones = np.ones(_RUN, x.dtype)
     total = np.empty(sums)
     xf, gyf = x.ravel(), gy.ravel()
+    zero, unit = np.int64(0), np.int64(1)  # typed offsets and steps: one compilation each
     for f in range(lo, hi):
         first = (f // Fg) * Cg
         for c in range(Cg):
             planes = taps + (c == 0) * (sums - taps)  # the bias once per filter
-            total[:] = 0
+            _zero_every(total, zero, unit, total.size)
             for r0 in range(0, OH, rows):
                 r1 = min(OH, r0 + rows)
-                acc[:] = 0
+                _zero_every(acc, zero, unit, acc.size)
                 for n0 in range(0, N, nb):
                     for i in range(min(nb, N - n0)):
                         plane = ((n0 + i) * C + first + c) * H * W
                         _split_phases(xf, plane, H, W, sh, sw, pt, pl, r0, Hb, Wq, ph, i * size)
                         for oh in range(r0, r1):
                             src = (((n0 + i) * F + f) * OH + oh) * OW
-                            _copy_row(g, i * m + (oh - r0) * Wq, 1, gyf, src, 1, OW)
+                            _copy(g, i * m + (oh - r0) * Wq, unit, gyf, src, unit, OW)
                     for k in range(0, (r1 - r0) * Wq, _RUN):
                         n_k = min(_RUN, (r1 - r0) * Wq - k)
-                        part[:] = 0  # this block's products, summed over the images
+                        _zero_every(part, zero, unit, part.size)  # the block's products over the images
                         for i in range(min(nb, N - n0)):
                             for t in range(taps):
                                 at = _tap_offset(t // KW, t % KW, sh, sw, dh, dw, Hb, Wq)
                                 _mul_add(part, t * _RUN, g, i * m + k, ph, i * size + at + k, n_k)
                             if planes > taps:
-                                _mul_add(part, taps * _RUN, g, i * m + k, ones, 0, n_k)
+                                _mul_add(part, taps * _RUN, g, i * m + k, ones, zero, n_k)
                         for t in range(planes):
-                            _mul_add(acc, t * m + k, part, t * _RUN, ones, 0, n_k)
+                            _mul_add(acc, t * m + k, part, t * _RUN, ones, zero, n_k)
                 for t in range(planes):
                     for oh in range(r1 - r0):
-                        total[t] += acc[t * m + oh * Wq : t * m + oh * Wq + OW].sum()
+                        total[t] += _row_sum(acc, t * m + oh * Wq, OW)
             for t in range(taps):
                 gw[f, c, t // KW, t % KW] = total[t]
             if planes > taps:

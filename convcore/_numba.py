@@ -56,26 +56,6 @@ def _valid_range(offset, stride, size, count):
     return lo, hi
 
 
-@_jit
-def _axpy_row(dst, d, dstep, src, s, sstep, n, alpha):
-    """``dst[d + i * dstep] += alpha * src[s + i * sstep]`` for ``i < n``, unsigned indices."""
-    if n <= 0:  # d and s may point before the arrays when nothing is to be done
-        return
-    d, dstep, s, sstep, n = (
-        numba.uint64(d),
-        numba.uint64(dstep),
-        numba.uint64(s),
-        numba.uint64(sstep),
-        numba.uint64(n),
-    )
-    if dstep == 1 and sstep == 1:
-        for i in range(n):
-            dst[d + i] += alpha * src[s + i]
-    else:
-        for i in range(n):
-            dst[d + i * dstep] += alpha * src[s + i * sstep]
-
-
 def check_contiguous(*arrays) -> None:
     # the kernels index flat views; a copy made by ravel() would silently drop writes
     if not all(a.flags.c_contiguous for a in arrays):
