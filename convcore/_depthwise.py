@@ -138,19 +138,22 @@ def _axpy3(dst, d, src, s0, s1, s2, n, a0, a1, a2):
 def _split_phases(xf, plane, H, W, sh, sw, pt, pl, r0, Hb, Wq, ph, p0):
     """Fill ``ph`` with phase rows ``[r0, r0 + Hb)`` of the zero-padded ``H x W`` plane
     at ``xf[plane:]``: phase ``(a, b)``, row ``i``, column ``j`` at
-    ``p0 + ((a*sw + b)*Hb + i)*Wq + j`` is padded row ``(r0 + i)*sh + a``, column ``j*sw + b``."""
+    ``p0 + ((a*sw + b)*Hb + i)*Wq + j`` is padded row ``(r0 + i)*sh + a``, column ``j*sw + b``.
+
+    The padding columns of each row are the same for every plane and row: they are never
+    written, so ``ph`` must start out zero (rows of padding are zeroed on every call).
+    """
     unit = np.int64(1)
     for a in range(sh):
         for i in range(Hb):
             h = (r0 + i) * sh + a - pt
             for b in range(sw):
                 at = p0 + ((a * sw + b) * Hb + i) * Wq
-                lo, hi = _valid_range(b - pl, sw, W, Wq)
-                if not 0 <= h < H:
-                    lo, hi = Wq, Wq
-                _zero_every(ph, at, unit, lo)
-                _copy(ph, at + lo, unit, xf, plane + h * W + lo * sw + b - pl, sw, hi - lo)
-                _zero_every(ph, at + max(hi, lo), unit, Wq - max(hi, lo))
+                if 0 <= h < H:
+                    lo, hi = _valid_range(b - pl, sw, W, Wq)
+                    _copy(ph, at + lo, unit, xf, plane + h * W + lo * sw + b - pl, sw, hi - lo)
+                else:
+                    _zero_every(ph, at, unit, Wq)
 
 
 @_jit
@@ -162,7 +165,7 @@ def _depthwise_forward(x, w, b, KH, KW, sh, sw, dh, dw, pt, pl, OH, OW, groups, 
     Fg = F // groups
     below, Wq = _planes(KH, KW, sh, sw, dh, dw, OH, OW)
     Hb = OH + below + 1  # one more row: the last row's spare columns read into it
-    ph = np.empty(sh * sw * Hb * Wq, x.dtype)
+    ph = np.zeros(sh * sw * Hb * Wq, x.dtype)  # see _split_phases
     out = np.empty(OH * Wq, x.dtype)
     xf, yf = x.ravel(), y.ravel()
     zero, unit = np.int64(0), np.int64(1)  # typed offsets and steps: one compilation each
@@ -247,7 +250,7 @@ def _depthwise_weight_grad(x, gy, KH, KW, sh, sw, dh, dw, pt, pl, OH, OW, groups
     Hb = rows + below + 1
     taps, m, size = KH * KW, rows * Wq, sh * sw * (rows + below + 1) * Wq
     sums = taps + (db.size > 0)
-    ph = np.empty(nb * size, x.dtype)
+    ph = np.zeros(nb * size, x.dtype)  # see _split_phases
     g = np.zeros(nb * m, x.dtype)  # output-gradient rows of stride Wq
     acc = np.empty(sums * m)  # float64, one plane of products per tap
     part = np.empty(sums * _RUN, x.dtype)
