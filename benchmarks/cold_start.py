@@ -4,9 +4,9 @@
 
 Each measurement is a fresh interpreter. Cold: an empty NUMBA_CACHE_DIR, so every kernel
 the calls need is compiled. Warm: the same directory again, so they load from the cache.
-Three workloads: the seeds' 3x3 input with a 2x2 filter (direct loops), a 16-channel
-32x32 batch (im2col + GEMM + col2im) and a 32-channel 16x16 batch (channels-last in
-float32, im2col in float64).
+Four workloads: the seeds' 3x3 input with a 2x2 filter (direct loops), a 16-channel
+32x32 batch (im2col + GEMM + col2im), a 32-channel 16x16 batch (channels-last in
+float32, im2col in float64) and a depthwise 32-channel 32x32 batch (the depthwise loops).
 """
 
 import argparse
@@ -23,15 +23,16 @@ import convcore as cc
 for dt in (np.float32, np.float64):
     x = np.ones({x}, dt)
     w = np.ones({w}, dt)
-    y, cache = cc.conv2d_forward(x, w, np.zeros(w.shape[0], dt), padding={p})
+    y, cache = cc.conv2d_forward(x, w, np.zeros(w.shape[0], dt), padding={p}, groups={g})
     cc.conv2d_backward(np.ones_like(y), cache)
 print(time.perf_counter() - t0)
 """
 
 WORKLOADS = {
-    "seed 3x3, 2x2 filter": dict(x=(1, 1, 3, 3), w=(1, 1, 2, 2), p=0),
-    "8x16x32x32, 3x3 filter": dict(x=(8, 16, 32, 32), w=(16, 16, 3, 3), p=1),
-    "16x32x16x16, 3x3 filter": dict(x=(16, 32, 16, 16), w=(32, 32, 3, 3), p=1),
+    "seed 3x3, 2x2 filter": dict(x=(1, 1, 3, 3), w=(1, 1, 2, 2), p=0, g=1),
+    "8x16x32x32, 3x3 filter": dict(x=(8, 16, 32, 32), w=(16, 16, 3, 3), p=1, g=1),
+    "16x32x16x16, 3x3 filter": dict(x=(16, 32, 16, 16), w=(32, 32, 3, 3), p=1, g=1),
+    "8x32x32x32, depthwise": dict(x=(8, 32, 32, 32), w=(32, 1, 3, 3), p=1, g=32),
 }
 
 
