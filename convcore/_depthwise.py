@@ -13,9 +13,9 @@ The columns ``ow >= OW`` of such a plane read past the end of their row into the
 one; they are never copied out. Every output element is the sum the direct loops take
 (the padding's zeros included, as in im2col + GEMM), so a NaN stays where it was.
 
-- Forward: the taps gather into an output plane of row stride ``Wq``; the bias plus its
-  first OW columns is ``y``. (Three taps to a pass, or every tap over one block of the
-  plane at a time, measured no faster: the pass is bound by reading x and writing y.)
+- Forward: the taps gather into an output plane of row stride ``Wq``, every tap over one
+  block of it at a time; the bias plus its first OW columns is ``y``. (Three taps to a
+  pass measured no faster: the pass is bound by reading x and writing y.)
 - Input gradient, the adjoint: the output gradient, copied into rows of stride ``Wq`` with
   zeros beyond OW, is added tap by tap into planes shaped like the phases (with unit
   column stride, three taps of a kernel row to a pass, gathering from it), from which the
@@ -28,9 +28,14 @@ one; they are never copied out. Every output element is the sum the direct loops
   sum over N*OH*OW terms would drift), and over each row's first OW columns at the end.
   Blocks of output rows and of images bound the accumulators.
 
+The kernels' buffers (a plane's phases and output, or the weight gradient's blocks) are
+their own, per thread, outside the workspace: about two planes, or
+:data:`_ACCUMULATOR_BYTES` plus :data:`_BATCH_BYTES`.
+
 Forward+backward against the row-by-row loops of earlier versions (one tap over one row
-of OW values a loop), interleaved, two threads: float32 8x64x56x56 3x3 0.69-0.75, 16x128x28x28 stride 2 0.84-0.86, 16x256x14x14 5x5
-0.51-0.53; float64 0.84-0.87 and 0.64-0.66.
+of OW values a loop), interleaved, two threads: float32 0.69 (8x64x56x56 3x3), 0.74
+(16x128x28x28 stride 2), 0.85 (8x32x112x112), 0.48 (16x256x14x14 5x5); float64 0.87,
+0.76, 0.83, 0.61.
 """
 
 from __future__ import annotations
