@@ -197,7 +197,10 @@ def test_weight_gradient_blocks_bound_the_accumulators(geo_args, N, itemsize):
     rows, images = _depthwise._weight_grad_blocks(geo_args, N, itemsize)
     per_row = (KH * KW + 1) * Wq * 8  # float64 accumulators for every tap and the bias
     assert 1 <= rows <= OH and (rows * per_row <= _depthwise._ACCUMULATOR_BYTES or rows == 1)
-    assert rows == OH or (rows + 1) * per_row > _depthwise._ACCUMULATOR_BYTES  # as many as fit
+    fit = max(1, min(OH, _depthwise._ACCUMULATOR_BYTES // per_row))  # the most rows that fit
+    blocks = -(-OH // rows)
+    assert blocks == -(-OH // fit)  # as few blocks as fit ...
+    assert rows * (blocks - 1) < OH <= rows * blocks and rows - OH // blocks <= 1  # ... of even height
     per_image = (sh * sw * (rows + below + 1) + rows) * Wq * itemsize
     assert 1 <= images <= min(N, _depthwise._BATCH_IMAGES)
     assert images * per_image <= _depthwise._BATCH_BYTES or images == 1
