@@ -1,6 +1,7 @@
 """The depthwise kernels on phase planes: forward and backward passes (every block size and
-thread split) against the naive reference, the strategy they run under, NaN locality, the
-non-finite weights fallback, and the float32 weight gradient's accuracy."""
+thread split) against the naive reference, NaN locality, the non-finite weights fallback,
+the exact bias gradient, the float32 weight gradient's accuracy and the bounds on its
+blocks."""
 
 import contextlib
 
