@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 import convcore as cc
-from convcore import _kernels, _threads
+from convcore import _kernels, _threads, conv
+from convcore._geometry import conv_geometry
 
 from strategies import engine_path
 
@@ -98,6 +99,14 @@ def test_concurrent_engine_calls_match_sequential_calls(path):
     problems = [_problem(dt, n) for dt in (np.float32, np.float64) for n in (1, 24)]
     with engine_path(path):
         _assert_concurrent_runs_match_sequential(lambda x, w, b: _fwd_bwd(x, w, b, padding=1), problems)
+
+
+def test_concurrent_depthwise_calls_match_sequential_calls():
+    problems = [_problem(dt, n) for dt in (np.float32, np.float64) for n in (1, 24)]
+    problems = [(x, w[:8, :1].copy(), b[:8]) for x, w, b in problems]  # one filter per channel
+    geo = conv_geometry(problems[0][0].shape, problems[0][1].shape, 1, 1, 1, 8)
+    assert conv._strategy(geo, np.float32) == "depthwise"  # even the single image
+    _assert_concurrent_runs_match_sequential(lambda x, w, b: _fwd_bwd(x, w, b, padding=1, groups=8), problems)
 
 
 def test_concurrent_transposed_convolutions_match_sequential_calls():
