@@ -1,6 +1,6 @@
-"""The Winograd and channels-last engines against im2col + GEMM on the same layers.
+"""The Winograd, channels-last and depthwise engines against im2col + GEMM on the same layers.
 
-    python benchmarks/engine_paths.py [--repeats 5] [--only winograd|channels_last]
+    python benchmarks/engine_paths.py [--repeats 5] [--only winograd|channels_last|depthwise]
 
 Forward+backward of each layer with the engine forced onto each path (``conv._FORCE``),
 the two paths interleaved, median of the per-round medians; printed as milliseconds and
@@ -39,7 +39,14 @@ CHANNELS_LAST = [  # short output rows, then the wider ones and few channels it 
     (16, 32, 32, 32, 32, (3, 3), 1, 2, 2),  # dilated, 32 wide
     (64, 3, 32, 32, 32, (3, 3), 1, 1, 1),  # cifar_c3_32_k3
 ]
-ENGINES = {"winograd": WINOGRAD, "channels_last": CHANNELS_LAST}
+DEPTHWISE = [  # one channel and one filter per group: groups last
+    (8, 64, 56, 56, 64, (3, 3), 1, 1, 1, 64),  # dw_c64_56_k3
+    (16, 128, 28, 28, 128, (3, 3), 2, 1, 1, 128),  # dw_c128_28_k3s2
+    (8, 32, 112, 112, 32, (3, 3), 1, 1, 1, 32),
+    (16, 256, 14, 14, 256, (5, 5), 1, 2, 1, 256),
+    (16, 32, 32, 32, 32, (3, 3), 1, 2, 2, 32),  # dilated
+]
+ENGINES = {"winograd": WINOGRAD, "channels_last": CHANNELS_LAST, "depthwise": DEPTHWISE}
 
 
 def _median_ms(run, reps: int = 10) -> float:
@@ -54,10 +61,11 @@ def _median_ms(run, reps: int = 10) -> float:
 
 def compare(engine: str, layer, dtype, repeats: int, rng) -> tuple[float, float]:
     """Median forward+backward milliseconds on 'gemm' and on ``engine``, interleaved."""
-    N, C, H, W, F, kernel, stride, padding, dilation = layer
-    opts = dict(stride=stride, padding=padding, dilation=dilation)
+    N, C, H, W, F, kernel, stride, padding, dilation, *groups = layer
+    groups = groups[0] if groups else 1
+    opts = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
     x = rng.standard_normal((N, C, H, W)).astype(dtype)
-    w = rng.standard_normal((F, C, *kernel)).astype(dtype)
+    w = rng.standard_normal((F, C // groups, *kernel)).astype(dtype)
     b = rng.standard_normal(F).astype(dtype)
     dy = rng.standard_normal(cc.conv2d(x, w, b, **opts).shape).astype(dtype)
 
@@ -86,11 +94,12 @@ def main():
             continue
         print(f"{engine} / gemm")
         for layer in layers:
-            N, C, H, W, F, (KH, KW), s, p, d = layer
+            N, C, H, W, F, (KH, KW), s, p, d, *g = layer
             label = (
                 f"{N}x{C}x{H}x{W} -> {F} {KH}x{KW}"
                 + (f" s{s}" if s > 1 else "")
                 + (f" d{d}" if d > 1 else "")
+                + (" dw" if g else "")
             )
             for dtype in (np.float32, np.float64):
                 gemm, other = compare(engine, layer, dtype, args.repeats, rng)

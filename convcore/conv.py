@@ -111,8 +111,8 @@ _CHANNELS_LAST_MIN_CHANNELS = 12
 
 def _strategy(geo: Geometry, dtype) -> str:
     """'tiny' loops for tiny problems, 'depthwise' shift-and-add loops for one channel and
-    one filter per group (on an 8x64x56x56 depthwise 3x3, single-threaded forward+backward
-    took 0.22x (float32) and 0.25x (float64) the time of im2col + GEMM), 'winograd' for 3x3 stride-1 layers and
+    one filter per group (forward+backward 0.07-0.23x the time of im2col + GEMM,
+    ``benchmarks/engine_paths.py --only depthwise``), 'winograd' for 3x3 stride-1 layers and
     'channels_last' for float32 layers with short output rows where they measured faster
     (see the constants above), else 'gemm'."""
     macs = geo.N * geo.F * geo.P * geo.Cg * geo.KH * geo.KW
