@@ -223,16 +223,18 @@ def _depthwise_input_grad(gy, w, KH, KW, sh, sw, dh, dw, pt, pl, OH, OW, groups,
                 for kw in range(single, KW):
                     at = _tap_offset(kh, kw, sh, sw, dh, dw, Hb, Wq)
                     _axpy(z, at, g, lead, OH * Wq, w[f, cl, kh, kw])
-        for h in range(H):
-            row = job * H * W + h * W
-            i, a = (h + pt) // sh, (h + pt) % sh
-            for b in range(sw):
-                first, full = _valid_range(b - pl, sw, W, W + pl + 1)
-                last = min(full, Wq) if i < Hb else first
-                at = ((a * sw + b) * Hb + i) * Wq
-                _copy(gxf, row + first * sw + b - pl, sw, z, at + first, unit, last - first)
-                # input columns past the phases' width, or rows below them, get nothing
-                _zero_every(gxf, row + max(last, first) * sw + b - pl, sw, full - max(last, first))
+        for b in range(sw):  # input columns b - pl, b - pl + sw, ... from column phase b
+            first, full = _valid_range(b - pl, sw, W, W + pl + 1)
+            last = max(min(full, Wq), first)
+            for h in range(H):
+                row = job * H * W + h * W + first * sw + b - pl
+                i, a = (h + pt) // sh, (h + pt) % sh
+                if i < Hb:
+                    _copy(gxf, row, sw, z, ((a * sw + b) * Hb + i) * Wq + first, unit, last - first)
+                    if full > last:  # input columns past the phases' width get nothing
+                        _zero_every(gxf, row + (last - first) * sw, sw, full - last)
+                else:  # nor do input rows below them
+                    _zero_every(gxf, row, sw, full - first)
 
 
 @_jit
