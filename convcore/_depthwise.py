@@ -33,7 +33,7 @@ their own, per thread, outside the workspace: about two planes, or
 :data:`_ACCUMULATOR_BYTES` plus :data:`_BATCH_BYTES`.
 
 Forward+backward against the row-by-row loops of earlier versions (one tap over one row
-of OW values a loop), interleaved, two threads: float32 0.69 (8x64x56x56 3x3), 0.74
+of OW values a loop), interleaved, two threads: float32 0.69 (8x64x56x56 3x3), 0.70
 (16x128x28x28 stride 2), 0.85 (8x32x112x112), 0.48 (16x256x14x14 5x5); float64 0.87,
 0.76, 0.83, 0.61.
 """
