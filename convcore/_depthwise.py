@@ -20,8 +20,8 @@ one; they are never copied out. Every output element is the sum the direct loops
   zeros beyond OW, is added tap by tap into planes shaped like the phases (with unit
   column stride, three taps of a kernel row to a pass, gathering from it), from which the
   input's own positions are copied out. The zeros carry ``0 * tap`` into positions no
-  output reaches, so non-finite weights would spread there: :func:`depthwise_backward`
-  gives them to the direct loops of :mod:`convcore._direct`.
+  output reaches, so non-finite weights would spread there: the engine gives those to
+  the direct loops of :mod:`convcore._direct` instead.
 - Weight gradient and bias gradient: for every tap (and the bias, a tap reading ones),
   the products of the output-gradient plane and the shifted phase, summed element by
   element over up to 16 images in the arrays' dtype, then into float64 (one float32
@@ -43,7 +43,6 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from convcore._direct import tiny_backward
 from convcore._numba import _jit, _valid_range, check_contiguous
 from convcore._threads import run_split
 
@@ -306,7 +305,7 @@ def _weight_grad_blocks(geo_args, N: int, itemsize: int) -> tuple[int, int]:
     that allows, of even height), and phases and output gradients of that many rows of
     ``images`` images in :data:`_BATCH_BYTES`."""
     KH, KW, sh, sw, dh, dw, _, _, OH, OW = geo_args
-    below, Wq = (KH - 1) * dh // sh, OW + (KW - 1) * dw // sw
+    below, Wq = _planes(KH, KW, sh, sw, dh, dw, OH, OW)
     fit = max(1, min(OH, _ACCUMULATOR_BYTES // ((KH * KW + 1) * Wq * 8)))
     blocks = -(-OH // fit)
     rows = -(-OH // blocks)  # as few blocks as fit, of even height (22 + 2 rows of a
@@ -327,14 +326,11 @@ def depthwise_forward(x, w, b, geo_args, groups, y) -> None:
 
 def depthwise_backward(x, w, gy, geo_args, groups, gx, gw, db=None) -> None:
     """Overwrite ``gx`` (like ``x``), ``gw`` (like ``w``) and ``db (F,)``, if given, with
-    the gradients for ``gy (N, F, OH, OW)``. Weights with a NaN or an infinity take the
-    direct loops, which never multiply the padding (see the module docstring)."""
+    the gradients for ``gy (N, F, OH, OW)``. The weights must be finite: the input
+    gradient's flat passes would spread a NaN or an infinity into inputs no output reaches
+    (see the module docstring), so :func:`convcore.conv._backward` gives such weights to
+    the direct loops."""
     check_contiguous(x, w, gy, gx, gw)
-    if not np.isfinite(w).all():
-        tiny_backward(x, w, gy, geo_args, groups, gx, gw)
-        if db is not None:
-            np.sum(gy, axis=(0, 2, 3), out=db)
-        return
     work = gy.size * w.shape[1] * w.shape[2] * w.shape[3]
     run_split(_depthwise_input_grad, (gy, w, *geo_args, groups, gx), gx.shape[0] * gx.shape[1], work)
     db = np.empty(0, gy.dtype) if db is None else db
