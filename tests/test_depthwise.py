@@ -45,45 +45,41 @@ def depthwise_configs(draw):
     )
 
 
+_BOUNDS = ("_ACCUMULATOR_BYTES", "_BATCH_BYTES", "_BLOCK_BYTES")
+
+
 @contextlib.contextmanager
-def blocks(threads, accumulator_bytes, batch_bytes):
-    """The depthwise path on ``threads`` threads (even for tiny problems), with the weight
-    gradient's blocks bounded by the given byte counts (1: one row and one image)."""
-    saved = (
-        _threads._THREADS,
-        _threads._MIN_PARALLEL_WORK,
-        _depthwise._ACCUMULATOR_BYTES,
-        _depthwise._BATCH_BYTES,
-    )
+def blocks(threads, nbytes):
+    """The depthwise path on ``threads`` threads (even for tiny problems), its blocks
+    bounded by ``nbytes`` (1: one row and one image a block), or as by default (None)."""
+    saved = (_threads._THREADS, _threads._MIN_PARALLEL_WORK, *(getattr(_depthwise, b) for b in _BOUNDS))
     _threads._THREADS, _threads._MIN_PARALLEL_WORK = threads, 0
-    _depthwise._ACCUMULATOR_BYTES, _depthwise._BATCH_BYTES = accumulator_bytes, batch_bytes
+    for bound in _BOUNDS if nbytes is not None else ():
+        setattr(_depthwise, bound, nbytes)
     try:
         with engine_path("depthwise"):
             yield
     finally:
-        (
-            _threads._THREADS,
-            _threads._MIN_PARALLEL_WORK,
-            _depthwise._ACCUMULATOR_BYTES,
-            _depthwise._BATCH_BYTES,
-        ) = saved
+        _threads._THREADS, _threads._MIN_PARALLEL_WORK = saved[:2]
+        for bound, value in zip(_BOUNDS, saved[2:], strict=True):
+            setattr(_depthwise, bound, value)
 
 
-SPLITS = [(1, 1 << 20, 256 << 10), (1, 1, 1), (3, 1, 1), (2, 2048, 1024)]
+SPLITS = [(1, None), (1, 1), (3, 1), (2, 2048)]
 
 
-@pytest.mark.parametrize("threads, accumulator_bytes, batch_bytes", SPLITS)
+@pytest.mark.parametrize("threads, nbytes", SPLITS)
 @given(cfg=depthwise_configs(), seed=st.integers(0, 2**16))
-def test_float64_agrees_with_reference(threads, accumulator_bytes, batch_bytes, cfg, seed):
-    with blocks(threads, accumulator_bytes, batch_bytes):
+def test_float64_agrees_with_reference(threads, nbytes, cfg, seed):
+    with blocks(threads, nbytes):
         got, want, _ = engine_and_reference(ENGINE, REFERENCE, *arrays_for(cfg, seed), cfg["opts"])
     assert_float64_agreement(got, want)
 
 
-@pytest.mark.parametrize("threads, accumulator_bytes, batch_bytes", SPLITS)
+@pytest.mark.parametrize("threads, nbytes", SPLITS)
 @given(cfg=depthwise_configs(), seed=st.integers(0, 2**16))
-def test_float32_agrees_with_float64_reference(threads, accumulator_bytes, batch_bytes, cfg, seed):
-    with blocks(threads, accumulator_bytes, batch_bytes):
+def test_float32_agrees_with_float64_reference(threads, nbytes, cfg, seed):
+    with blocks(threads, nbytes):
         got, want, magnitudes = engine_and_reference(
             ENGINE, REFERENCE, *arrays_for(cfg, seed, np.float32), cfg["opts"]
         )
@@ -102,13 +98,28 @@ EDGES = [
 
 
 @pytest.mark.parametrize("x_shape, w_shape, opts", EDGES)
-@pytest.mark.parametrize("threads, accumulator_bytes, batch_bytes", SPLITS)
-def test_edge_configurations(x_shape, w_shape, opts, threads, accumulator_bytes, batch_bytes):
+@pytest.mark.parametrize("threads, nbytes", SPLITS)
+def test_edge_configurations(x_shape, w_shape, opts, threads, nbytes):
     x, w, b = arrays_for(dict(x=x_shape, w=w_shape, bias=True), 5)
     opts = {**opts, "groups": x_shape[1]}
-    with blocks(threads, accumulator_bytes, batch_bytes):
+    with blocks(threads, nbytes):
         got, want, _ = engine_and_reference(ENGINE, REFERENCE, x, w, b, opts)
     assert_float64_agreement(got, want)
+
+
+@pytest.mark.parametrize("opts", [dict(padding=2), dict(stride=(2, 1), dilation=(1, 2), padding=(3, 1))])
+def test_row_blocks_leave_output_and_input_gradient_bits_unchanged(opts):
+    # every element is the same sum in the same order, whatever rows a block takes
+    x, w, b = arrays_for(dict(x=(2, 3, 37, 29), w=(3, 1, 5, 4), bias=True), 7)
+    opts = {**opts, "groups": 3}
+    results = []
+    for nbytes in (None, 1, 8192):  # one block, rows one by one, blocks of 10-12 rows
+        with blocks(2, nbytes):
+            y, cache = cc.conv2d_forward(x, w, b, **opts)
+            results.append((y, cc.conv2d_backward(np.cos(y), cache)[0]))
+    for y, dx in results[1:]:
+        np.testing.assert_array_equal(y, results[0][0])
+        np.testing.assert_array_equal(dx, results[0][1])
 
 
 def _non_finite(x, w, dy, **opts):
@@ -156,7 +167,7 @@ def test_bias_gradient_is_the_exact_sum():
     rng = np.random.default_rng(3)
     x = rng.standard_normal((20, 4, 9, 9)).astype(np.float32)
     w = rng.standard_normal((4, 1, 3, 3)).astype(np.float32)
-    with blocks(2, 1, 1):
+    with blocks(2, 1):
         y, cache = cc.conv2d_forward(x, w, np.zeros(4, np.float32), padding=1, groups=4)
         dy = rng.integers(-1000, 1000, y.shape).astype(np.float32)
         db = cc.conv2d_backward(dy, cache)[2]
@@ -181,16 +192,44 @@ def test_weight_gradient_stays_accurate_over_a_large_batch():
     assert max_rel_err(dw, want) <= 2e-6
 
 
+GEO_ARGS = [  # KH, KW, sh, sw, dh, dw, pt, pl, OH, OW
+    (3, 3, 1, 1, 1, 1, 1, 1, 56, 56),
+    (11, 11, 4, 4, 1, 1, 2, 2, 55, 55),  # large kernel, large stride
+    (1, 7, 1, 1, 1, 1, 0, 3, 40, 30),
+    (3, 3, 1, 1, 1, 1, 1, 1, 1, 1),
+    (3, 3, 2, 2, 1, 1, 1, 1, 1024, 1024),  # planes larger than a block
+    (5, 5, 1, 1, 2, 2, 4, 4, 4096, 4096),
+    (3, 3, 1, 1, 1, 1, 1, 1, 3, 60000),  # rows larger than a block
+]
+
+
+def assert_even_blocks(rows, extent, fit):
+    """``rows`` a block covers ``extent`` in as few blocks as blocks of ``fit`` rows, of
+    even height."""
+    blocks = -(-extent // rows)
+    assert blocks == -(-extent // max(1, min(extent, fit)))
+    assert rows * (blocks - 1) < extent <= rows * blocks and rows - extent // blocks <= 1
+
+
+@pytest.mark.parametrize("geo_args", GEO_ARGS)
+@pytest.mark.parametrize("itemsize", [4, 8])
+def test_plane_blocks_bound_the_buffers(geo_args, itemsize):
+    KH, KW, sh, sw, dh, dw, _, _, OH, OW = geo_args
+    Wq, below = OW + (KW - 1) * dw // sw, (KH - 1) * dh // sh
+    forward, input_grad = _depthwise._plane_blocks(geo_args, itemsize)
+    # the forward pass: phases of rows + below + 1 rows, and the output rows
+    used = (sh * sw * (forward + below + 1) + forward) * Wq * itemsize
+    assert 1 <= forward <= OH and (used <= _depthwise._BLOCK_BYTES or forward == 1)
+    budget = _depthwise._BLOCK_BYTES // (Wq * itemsize)
+    assert_even_blocks(forward, OH, (budget - sh * sw * (below + 1)) // (sh * sw + 1))
+    # the input gradient: the phases' gradient, and the output-gradient rows it reads
+    used = (sh * sw * input_grad + input_grad + below + 1) * Wq * itemsize
+    assert 1 <= input_grad <= OH + below and (used <= _depthwise._BLOCK_BYTES or input_grad == 1)
+    assert_even_blocks(input_grad, OH + below, (budget - below - 1) // (sh * sw + 1))
+
+
 @pytest.mark.parametrize("N", [1, 8, 64])
-@pytest.mark.parametrize(
-    "geo_args",
-    [
-        (3, 3, 1, 1, 1, 1, 1, 1, 56, 56),
-        (11, 11, 4, 4, 1, 1, 2, 2, 55, 55),  # large kernel, large stride
-        (1, 7, 1, 1, 1, 1, 0, 3, 40, 30),
-        (3, 3, 1, 1, 1, 1, 1, 1, 1, 1),
-    ],
-)
+@pytest.mark.parametrize("geo_args", GEO_ARGS)
 @pytest.mark.parametrize("itemsize", [4, 8])
 def test_weight_gradient_blocks_bound_the_accumulators(geo_args, N, itemsize):
     KH, KW, sh, sw, dh, dw, _, _, OH, OW = geo_args
@@ -198,10 +237,7 @@ def test_weight_gradient_blocks_bound_the_accumulators(geo_args, N, itemsize):
     rows, images = _depthwise._weight_grad_blocks(geo_args, N, itemsize)
     per_row = (KH * KW + 1) * Wq * 8  # float64 accumulators for every tap and the bias
     assert 1 <= rows <= OH and (rows * per_row <= _depthwise._ACCUMULATOR_BYTES or rows == 1)
-    fit = max(1, min(OH, _depthwise._ACCUMULATOR_BYTES // per_row))  # the most rows that fit
-    blocks = -(-OH // rows)
-    assert blocks == -(-OH // fit)  # as few blocks as fit ...
-    assert rows * (blocks - 1) < OH <= rows * blocks and rows - OH // blocks <= 1  # ... of even height
+    assert_even_blocks(rows, OH, _depthwise._ACCUMULATOR_BYTES // per_row)
     per_image = (sh * sw * (rows + below + 1) + rows) * Wq * itemsize
     assert 1 <= images <= min(N, _depthwise._BATCH_IMAGES)
     assert images * per_image <= _depthwise._BATCH_BYTES or images == 1
