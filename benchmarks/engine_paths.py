@@ -1,6 +1,9 @@
 """The Winograd, channels-last and depthwise engines against im2col + GEMM on the same layers.
 
-    python benchmarks/engine_paths.py [--repeats 5] [--only winograd|channels_last|depthwise]
+    python benchmarks/engine_paths.py [--repeats 5] [--only winograd|channels_last|depthwise|multiplier]
+
+``multiplier``: layers with one input channel and several filters per group on the
+depthwise loops.
 
 Forward+backward of each layer with the engine forced onto each path (``conv._FORCE``),
 the two paths interleaved, median of the per-round medians; printed as milliseconds and
@@ -46,7 +49,25 @@ DEPTHWISE = [  # one channel and one filter per group: groups last
     (16, 256, 14, 14, 256, (5, 5), 1, 2, 1, 256),
     (16, 32, 32, 32, 32, (3, 3), 1, 2, 2, 32),  # dilated
 ]
-ENGINES = {"winograd": WINOGRAD, "channels_last": CHANNELS_LAST, "depthwise": DEPTHWISE}
+MULTIPLIER = [  # one channel and several filters per group, on the depthwise loops: groups last
+    (8, 32, 56, 56, 64, (3, 3), 1, 1, 1, 32),  # 2 filters a channel
+    (16, 64, 28, 28, 256, (3, 3), 2, 1, 1, 64),  # 4, stride 2
+    (8, 16, 32, 32, 128, (5, 5), 1, 2, 1, 16),  # 8, 5x5: 200, the bound
+    (64, 1, 28, 28, 6, (5, 5), 1, 0, 1, 1),  # lenet_c1_28_k5
+    (64, 1, 28, 28, 8, (3, 3), 1, 1, 1, 1),
+    (64, 1, 28, 28, 16, (3, 3), 1, 1, 1, 1),
+    (32, 1, 64, 64, 4, (3, 3), 2, 1, 1, 1),
+    (64, 1, 28, 28, 12, (5, 5), 1, 0, 1, 1),  # 300: stays on im2col
+    (32, 1, 64, 64, 8, (3, 3), 2, 1, 1, 1),  # 288: stays on im2col
+    (1, 1, 224, 224, 8, (3, 3), 1, 1, 1, 1),  # a batch of 1: stays on im2col
+]
+# name: (the path forced, its layers)
+ENGINES = {
+    "winograd": ("winograd", WINOGRAD),
+    "channels_last": ("channels_last", CHANNELS_LAST),
+    "depthwise": ("depthwise", DEPTHWISE),
+    "multiplier": ("depthwise", MULTIPLIER),
+}
 
 
 def _median_ms(run, reps: int = 10) -> float:
@@ -89,8 +110,8 @@ def main():
     parser.add_argument("--only", choices=list(ENGINES))
     args = parser.parse_args()
     rng = np.random.default_rng(0)
-    for engine, layers in ENGINES.items():
-        if args.only not in (None, engine):
+    for name, (engine, layers) in ENGINES.items():
+        if args.only not in (None, name):
             continue
         print(f"{engine} / gemm")
         for layer in layers:
@@ -99,7 +120,7 @@ def main():
                 f"{N}x{C}x{H}x{W} -> {F} {KH}x{KW}"
                 + (f" s{s}" if s > 1 else "")
                 + (f" d{d}" if d > 1 else "")
-                + (" dw" if g else "")
+                + ("" if not g or g[0] == 1 else " dw" if g[0] == F else f" g{g[0]}")
             )
             for dtype in (np.float32, np.float64):
                 gemm, other = compare(engine, layer, dtype, args.repeats, rng)

@@ -54,8 +54,9 @@ u = numba.uint64  # flat offsets are unsigned: no wraparound checks in the loops
 # output-gradient rows) hold blocks of rows within this, at least one row.
 _BLOCK_BYTES = 512 << 10
 # Elements per block of the weight gradient's loops: every tap runs over one block of
-# partial sums while it is in cache.
+# partial sums while it is in cache; and of the forward pass's output.
 _RUN = 512
+_FORWARD_RUN = 2048
 # The weight gradient's float64 accumulators (one plane per tap) per thread, at most; and
 # the images whose phases it reads while a block of the accumulators is in cache.
 _ACCUMULATOR_BYTES = 128 << 10
@@ -168,8 +169,9 @@ def _split_phases(xf, plane, H, W, sh, sw, pt, pl, r0, Hb, Wq, ph, p0):
 
 @_jit
 def _depthwise_forward(x, w, b, KH, KW, sh, sw, dh, dw, pt, pl, OH, OW, groups, y, rows, lo, hi):
-    """Overwrite output planes ``j = n*F + f`` in ``[lo, hi)`` of ``y`` with the bias ``b``
-    plus the convolution, ``rows`` output rows at a time."""
+    """Overwrite the output planes of images and groups ``j = n*groups + group`` in
+    ``[lo, hi)`` of ``y`` with the bias ``b`` plus the convolution, ``rows`` output rows
+    at a time. With one channel a group, the group's filters share its phases."""
     N, C, H, W = x.shape
     F, Cg = w.shape[0], w.shape[1]
     Fg = F // groups
@@ -177,25 +179,32 @@ def _depthwise_forward(x, w, b, KH, KW, sh, sw, dh, dw, pt, pl, OH, OW, groups, 
     Hb = rows + below + 1  # one more row: the last row's spare columns read into it
     ph = np.zeros(sh * sw * Hb * Wq, x.dtype)  # see _split_phases
     out = np.empty(rows * Wq, x.dtype)
-    xf, yf = x.ravel(), y.ravel()
+    xf, yf, wf, taps = x.ravel(), y.ravel(), w.ravel(), KH * KW
     zero, unit = np.int64(0), np.int64(1)  # typed offsets and steps: one compilation each
     for job in range(lo, hi):
-        n = job // F
-        f = job - n * F
-        first = n * C + (f // Fg) * Cg
+        n = job // groups
+        group = job - n * groups
+        first = n * C + group * Cg
         for r0 in range(0, OH, rows):
             m = (min(OH, r0 + rows) - r0) * Wq
-            _zero_every(out, zero, unit, m)
-            for c in range(Cg):
-                _split_phases(xf, (first + c) * H * W, H, W, sh, sw, pt, pl, r0, Hb, Wq, ph, zero)
-                for k in range(0, m, _RUN):  # every tap on a block of the plane in cache
-                    n_k = min(_RUN, m - k)
-                    for kh in range(KH):
-                        for kw in range(KW):
-                            at = _tap_offset(kh, kw, sh, sw, dh, dw, Hb, Wq)
-                            _axpy(out, k, ph, at + k, n_k, w[f, c, kh, kw])
-            for oh in range(r0, min(OH, r0 + rows)):
-                _set_row(yf, (job * OH + oh) * OW, out, (oh - r0) * Wq, OW, b[f])
+            for f in range(group * Fg, (group + 1) * Fg):
+                _zero_every(out, zero, unit, m)
+                for c in range(Cg):
+                    if Cg > 1 or f == group * Fg:
+                        _split_phases(xf, (first + c) * H * W, H, W, sh, sw, pt, pl, r0, Hb, Wq, ph, zero)
+                    for k in range(0, m, _FORWARD_RUN):  # every tap on a block in cache
+                        n_k = min(_FORWARD_RUN, m - k)
+                        for t in range(0, taps - 2, 3):  # three taps to a pass
+                            s0 = _tap_offset(t // KW, t % KW, sh, sw, dh, dw, Hb, Wq) + k
+                            s1 = _tap_offset((t + 1) // KW, (t + 1) % KW, sh, sw, dh, dw, Hb, Wq) + k
+                            s2 = _tap_offset((t + 2) // KW, (t + 2) % KW, sh, sw, dh, dw, Hb, Wq) + k
+                            a0, a1, a2 = wf[(f * Cg + c) * taps + t : (f * Cg + c) * taps + t + 3]
+                            _axpy3(out, k, ph, s0, s1, s2, n_k, a0, a1, a2)
+                        for t in range(taps - taps % 3, taps):
+                            at = _tap_offset(t // KW, t % KW, sh, sw, dh, dw, Hb, Wq)
+                            _axpy(out, k, ph, at + k, n_k, wf[(f * Cg + c) * taps + t])
+                for oh in range(r0, min(OH, r0 + rows)):
+                    _set_row(yf, ((n * F + f) * OH + oh) * OW, out, (oh - r0) * Wq, OW, b[f])
 
 
 @_jit
@@ -356,7 +365,7 @@ def depthwise_forward(x, w, b, geo_args, groups, y) -> None:
     b = np.zeros(w.shape[0], x.dtype) if b is None else b
     work = y.size * w.shape[1] * w.shape[2] * w.shape[3]
     rows = _plane_blocks(geo_args, x.itemsize)[0]
-    run_split(_depthwise_forward, (x, w, b, *geo_args, groups, y, rows), y.shape[0] * y.shape[1], work)
+    run_split(_depthwise_forward, (x, w, b, *geo_args, groups, y, rows), y.shape[0] * groups, work)
 
 
 def depthwise_backward(x, w, gy, geo_args, groups, gx, gw, db=None) -> None:

@@ -107,12 +107,23 @@ _WINOGRAD_MIN_WIDTH_F32 = 24
 # channels. In float64 it measured 0.91-1.17, so float64 stays on im2col.
 _CHANNELS_LAST_MAX_WIDTH = 16
 _CHANNELS_LAST_MIN_CHANNELS = 12
+# One input channel a group with several filters (a channel multiplier, or a
+# single-channel input) also runs on the depthwise loops where filters per group x taps
+# x stride phases is at most this and the batch has this many images: every filter
+# rebuilds the channel's phases in the weight gradient, and that gradient's image blocks
+# need a batch. Forward+backward against im2col + GEMM, interleaved
+# (benchmarks/engine_paths.py --only multiplier): 0.34-0.75 with 2 or 4 filters a
+# channel; 0.72-1.00 on 1-channel inputs with 4 to 16 filters (lenet_c1_28_k5 0.74 and
+# 0.86); 0.96-1.04 at 200; 1.15-1.31 at 288 and 300; 2.1-2.3 on a batch of 1.
+_MULTIPLIER_MAX_WORK = 200
+_MULTIPLIER_MIN_BATCH = 8
 
 
 def _strategy(geo: Geometry, dtype) -> str:
     """'tiny' loops for tiny problems, 'depthwise' shift-and-add loops for one channel and
     one filter per group (forward+backward 0.07-0.23x the time of im2col + GEMM,
-    ``benchmarks/engine_paths.py --only depthwise``), 'winograd' for 3x3 stride-1 layers and
+    ``benchmarks/engine_paths.py --only depthwise``) and for one channel and a few filters
+    per group (see above), 'winograd' for 3x3 stride-1 layers and
     'channels_last' for float32 layers with short output rows where they measured faster
     (see the constants above), else 'gemm'."""
     macs = geo.N * geo.F * geo.P * geo.Cg * geo.KH * geo.KW
@@ -125,6 +136,9 @@ def _strategy(geo: Geometry, dtype) -> str:
     if macs <= _DIRECT_MAX_MACS:
         return "tiny"
     if geo.Cg == 1 and geo.Fg == 1:
+        return "depthwise"
+    multiplier_work = geo.Fg * geo.KH * geo.KW * geo.sh * geo.sw
+    if geo.Cg == 1 and multiplier_work <= _MULTIPLIER_MAX_WORK and geo.N >= _MULTIPLIER_MIN_BATCH:
         return "depthwise"
     big = min(geo.C, geo.F) >= _WINOGRAD_MIN_CHANNELS and macs >= _WINOGRAD_MIN_MACS
     if _winograd.applies(geo) and big and geo.N >= thread_count():

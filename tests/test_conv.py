@@ -314,6 +314,12 @@ def test_empty_images_are_refused(shape):
         ((16, 32, 32, 32), (32, 32, 3, 3), np.float32, dict(padding=2, dilation=2), "gemm"),  # wide rows
         ((64, 3, 16, 16), (32, 3, 3, 3), np.float32, dict(padding=1), "gemm"),  # 3 channels
         ((64, 32, 16, 16), (64, 16, 3, 3), np.float32, dict(padding=1, groups=2), "gemm"),
+        ((8, 32, 56, 56), (64, 1, 3, 3), np.float32, dict(padding=1, groups=32), "depthwise"),  # 2 a channel
+        ((64, 1, 28, 28), (6, 1, 5, 5), np.float64, {}, "depthwise"),  # 6 x 25 = 150
+        ((8, 16, 32, 32), (128, 1, 5, 5), np.float64, dict(padding=2, groups=16), "depthwise"),  # 200
+        ((64, 1, 28, 28), (12, 1, 5, 5), np.float64, {}, "gemm"),  # 300
+        ((32, 1, 64, 64), (8, 1, 3, 3), np.float32, dict(stride=2), "gemm"),  # 8 x 9 x 4 phases
+        ((4, 1, 224, 224), (8, 1, 3, 3), np.float32, dict(padding=1), "gemm"),  # small batch
     ],
 )
 def test_strategy_choice(x_shape, w_shape, dtype, opts, want, monkeypatch):
