@@ -1,4 +1,4 @@
-"""Direct loops for depthwise layers (one channel and one filter per group).
+"""Direct loops for depthwise layers (one channel per group, one filter or a few).
 
 Window tap ``(kh, kw)`` of output ``(oh, ow)`` reads padded input row ``oh*sh + kh*dh``
 and column ``ow*sw + kw*dw``. Split the zero-padded input plane into its ``sh*sw``
@@ -13,15 +13,15 @@ The columns ``ow >= OW`` of such a plane read past the end of their row into the
 one; they are never copied out. Every output element is the sum the direct loops take
 (the padding's zeros included, as in im2col + GEMM), so a NaN stays where it was.
 
-- Forward: the taps gather into output rows of row stride ``Wq``, every tap over one
-  run of them at a time; the bias plus their first OW columns is ``y``. (Three taps to a
-  pass measured no faster: the pass is bound by reading x and writing y.)
+- Forward: the taps gather into output rows of row stride ``Wq``, three taps to a pass
+  over one run of them at a time; the bias plus their first OW columns is ``y``. With
+  one channel a group, the group's filters share its phases.
 - Input gradient, the adjoint: every phase row gathers, tap by tap, the output-gradient
   row that tap reached it from, out of rows copied with stride ``Wq`` and zeros beyond
   OW (with unit column stride, three taps of a kernel row to a pass); the input's own
   positions are then copied out of the phases. The zeros carry ``0 * tap`` into
   positions no output reaches, so non-finite weights would spread there: the engine
-  gives those to the direct loops of :mod:`convcore._direct` instead.
+  gives those to im2col + GEMM instead (:func:`convcore.conv._backward`).
 - Weight gradient and bias gradient: for every tap (and the bias, a tap reading ones),
   the products of the output-gradient plane and the shifted phase, summed element by
   element over up to 16 images in the arrays' dtype, then into float64 (one float32
@@ -29,11 +29,12 @@ one; they are never copied out. Every output element is the sum the direct loops
 
 Each pass takes blocks of rows, as few as keep its buffers (per thread, outside the
 workspace) within :data:`_BLOCK_BYTES`, or :data:`_ACCUMULATOR_BYTES` plus
-:data:`_BATCH_BYTES` for the weight gradient: under 1 MiB a thread, or one row of the
-phases where a row is larger. A block rebuilds the ``(KH-1)*dh // sh`` phase rows its
-taps reach below it. Blocks change neither the output nor the input gradient, which are
-the same sums in the same order (on 2x4x1024x1024 planes, 3x3, strides 1 and 2, forward+backward took
-0.87-0.93 of the time the earlier whole planes took in float32, 0.82-0.91 in float64).
+:data:`_BATCH_BYTES` for the weight gradient: under 1 MiB a thread, unless the phase
+rows one output row needs (``sh*sw*((KH-1)*dh // sh + 2)`` rows of ``Wq`` values) are
+larger. A block rebuilds the ``(KH-1)*dh // sh`` phase rows its taps reach below it.
+Blocks change neither the output nor the input gradient, which are the same sums in the
+same order (on 2x4x1024x1024 planes, 3x3, strides 1 and 2, forward+backward took
+0.79-0.93 of the time the earlier whole planes took).
 
 Forward+backward against the row-by-row loops of earlier versions (one tap over one row
 of OW values a loop), interleaved, two threads: float32 0.69 (8x64x56x56 3x3), 0.70
@@ -373,7 +374,7 @@ def depthwise_backward(x, w, gy, geo_args, groups, gx, gw, db=None) -> None:
     the gradients for ``gy (N, F, OH, OW)``. The weights must be finite: the input
     gradient's flat passes would spread a NaN or an infinity into inputs no output reaches
     (see the module docstring), so :func:`convcore.conv._backward` gives such weights to
-    the direct loops."""
+    im2col + GEMM."""
     check_contiguous(x, w, gy, gx, gw)
     work = gy.size * w.shape[1] * w.shape[2] * w.shape[3]
     rows = _plane_blocks(geo_args, gy.itemsize)[1]

@@ -14,8 +14,8 @@ Five strategies, chosen per call from the geometry (see :func:`_strategy`):
   values are too short to vectorise.
 - direct Numba loops for tiny problems (:mod:`convcore._direct`), whose fixed cost is
   lower than the NumPy calls around a GEMM, and for depthwise convolutions (one channel
-  and one filter per group, :mod:`convcore._depthwise`), where the GEMMs degenerate into
-  matrix-vector products.
+  per group, one filter or a few, :mod:`convcore._depthwise`), where the GEMMs
+  degenerate into matrix-vector products.
 """
 
 from __future__ import annotations
@@ -173,10 +173,12 @@ def _backward(dy, cache: ConvCache):
     dx = np.empty_like(x)
     db = np.empty(geo.F, x.dtype) if cache.has_bias else None
     strategy = _strategy(geo, x.dtype)
+    if strategy == "depthwise" and not np.isfinite(cache.w).all():
+        strategy = "gemm"  # the depthwise input gradient would spread 0 * inf (see there)
     if strategy in _ENGINES:
         return dx, _ENGINES[strategy].backward(x, cache.w, dy, geo, dx, db), db
     dw = np.empty_like(cache.w)
-    if strategy == "depthwise" and np.isfinite(cache.w).all():  # else exact direct loops
+    if strategy == "depthwise":
         depthwise_backward(x, cache.w, dy, geo.kernel_args, geo.groups, dx, dw, db)
         return dx, dw, db
     tiny_backward(x, cache.w, dy, geo.kernel_args, geo.groups, dx, dw)

@@ -318,6 +318,7 @@ def test_empty_images_are_refused(shape):
         ((64, 1, 28, 28), (6, 1, 5, 5), np.float64, {}, "depthwise"),  # 6 x 25 = 150
         ((8, 16, 32, 32), (128, 1, 5, 5), np.float64, dict(padding=2, groups=16), "depthwise"),  # 200
         ((64, 1, 28, 28), (12, 1, 5, 5), np.float64, {}, "gemm"),  # 300
+        ((7, 1, 28, 28), (6, 1, 5, 5), np.float64, {}, "gemm"),  # 7 images
         ((32, 1, 64, 64), (8, 1, 3, 3), np.float32, dict(stride=2), "gemm"),  # 8 x 9 x 4 phases
         ((4, 1, 224, 224), (8, 1, 3, 3), np.float32, dict(padding=1), "gemm"),  # small batch
     ],

@@ -94,6 +94,7 @@ EDGES = [
     ((3, 3, 7, 7), (3, 1, 1, 1), dict(stride=2)),  # 1x1 kernel, strided
     ((2, 4, 11, 7), (4, 1, 1, 7), dict(padding=(0, 3))),  # a 1x7 kernel
     ((2, 4, 13, 13), (4, 1, 3, 3), dict(stride=3, dilation=3, padding=2)),  # stride = dilation
+    ((2, 2, 50, 60), (4, 1, 3, 3), dict(padding=1)),  # 2 filters a channel, several forward runs
 ]
 
 
@@ -108,12 +109,14 @@ def test_edge_configurations(x_shape, w_shape, opts, threads, nbytes):
 
 
 @pytest.mark.parametrize("opts", [dict(padding=2), dict(stride=(2, 1), dilation=(1, 2), padding=(3, 1))])
-def test_row_blocks_leave_output_and_input_gradient_bits_unchanged(opts):
+@pytest.mark.parametrize("w_shape", [(3, 1, 5, 4), (6, 1, 5, 4), (3, 2, 3, 3)])  # 2 filters, 2 channels
+def test_row_blocks_leave_output_and_input_gradient_bits_unchanged(opts, w_shape):
     # every element is the same sum in the same order, whatever rows a block takes
-    x, w, b = arrays_for(dict(x=(2, 3, 37, 29), w=(3, 1, 5, 4), bias=True), 7)
+    channels = 3 * w_shape[1]
+    x, w, b = arrays_for(dict(x=(2, channels, 37, 29), w=w_shape, bias=True), 7)
     opts = {**opts, "groups": 3}
     results = []
-    for nbytes in (None, 1, 8192):  # one block, rows one by one, blocks of 10-12 rows
+    for nbytes in (None, 1, 8192):  # one block, rows one by one, blocks of 7 to 12 rows
         with blocks(2, nbytes):
             y, cache = cc.conv2d_forward(x, w, b, **opts)
             results.append((y, cc.conv2d_backward(np.cos(y), cache)[0]))
@@ -151,10 +154,11 @@ def test_nan_at_the_edge_stays_local(where, stride):
 
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered")  # inf * 0, with Numba off
-def test_non_finite_weights_spread_no_further_than_in_the_reference():
-    # the input gradient's flat scatter would carry 0 * inf into inputs no output reaches
-    x, dy = np.ones((2, 3, 6, 6)), np.ones((2, 3, 6, 6))
-    w = np.ones((3, 1, 3, 3))
+@pytest.mark.parametrize("per_channel", [1, 2])
+def test_non_finite_weights_spread_no_further_than_in_the_reference(per_channel):
+    # the input gradient's flat gather would carry 0 * inf into inputs no output reaches
+    x, dy = np.ones((2, 3, 6, 6)), np.ones((2, 3 * per_channel, 6, 6))
+    w = np.ones((3 * per_channel, 1, 3, 3))
     w[1, 0, 0, 0] = np.inf
     got, want = _non_finite(x, w, dy, padding=1, groups=3)
     assert want[1].any() and not want[1].all()
