@@ -48,6 +48,7 @@ DEPTHWISE = [  # one channel and one filter per group: groups last
     (8, 32, 112, 112, 32, (3, 3), 1, 1, 1, 32),
     (16, 256, 14, 14, 256, (5, 5), 1, 2, 1, 256),
     (16, 32, 32, 32, 32, (3, 3), 1, 2, 2, 32),  # dilated
+    (1, 64, 56, 56, 64, (3, 3), 1, 1, 1, 64),  # a batch of 1
 ]
 MULTIPLIER = [  # one channel and several filters per group, on the depthwise loops: groups last
     (8, 32, 56, 56, 64, (3, 3), 1, 1, 1, 32),  # 2 filters a channel

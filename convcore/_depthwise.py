@@ -287,14 +287,14 @@ def _depthwise_weight_grad(x, gy, KH, KW, sh, sw, dh, dw, pt, pl, OH, OW, groups
     acc = np.empty(sums * m)  # float64, one plane of products per tap
     part = np.empty(sums * _RUN, x.dtype)
     ones = np.ones(_RUN, x.dtype)
-    total = np.empty(sums)
+    columns = np.empty(sums * Wq)  # float64: each tap's sums down the columns of its rows
     xf, gyf = x.ravel(), gy.ravel()
     zero, unit = np.int64(0), np.int64(1)  # typed offsets and steps: one compilation each
     for f in range(lo, hi):
         first = (f // Fg) * Cg
         for c in range(Cg):
             planes = taps + (c == 0) * (sums - taps)  # the bias once per filter
-            _zero_every(total, zero, unit, total.size)
+            _zero_every(columns, zero, unit, columns.size)
             for r0 in range(0, OH, rows):
                 r1 = min(OH, r0 + rows)
                 _zero_every(acc, zero, unit, acc.size)
@@ -305,24 +305,30 @@ def _depthwise_weight_grad(x, gy, KH, KW, sh, sw, dh, dw, pt, pl, OH, OW, groups
                         for oh in range(r0, r1):
                             src = (((n0 + i) * F + f) * OH + oh) * OW
                             _copy(g, i * m + (oh - r0) * Wq, unit, gyf, src, unit, OW)
+                    batch = min(nb, N - n0)
                     for k in range(0, (r1 - r0) * Wq, _RUN):
                         n_k = min(_RUN, (r1 - r0) * Wq - k)
-                        _zero_every(part, zero, unit, part.size)  # the block's products over the images
-                        for i in range(min(nb, N - n0)):
-                            for t in range(taps):
+                        if batch > 1:
+                            _zero_every(part, zero, unit, part.size)  # the block's products over the images
+                        for i in range(batch):
+                            for t in range(planes):  # the taps, then the bias: a tap reading ones
                                 at = _tap_offset(t // KW, t % KW, sh, sw, dh, dw, Hb, Wq)
-                                _mul_add(part, t * _RUN, g, i * m + k, ph, i * size + at + k, n_k)
-                            if planes > taps:
-                                _mul_add(part, taps * _RUN, g, i * m + k, ones, zero, n_k)
-                        for t in range(planes):
+                                src, s = ph, i * size + at + k
+                                if t == taps:
+                                    src, s = ones, zero
+                                if batch > 1:
+                                    _mul_add(part, t * _RUN, g, i * m + k, src, s, n_k)
+                                else:  # one image: its products go straight into the float64 sums
+                                    _mul_add(acc, t * m + k, g, k, src, s, n_k)
+                        for t in range(planes if batch > 1 else 0):
                             _mul_add(acc, t * m + k, part, t * _RUN, ones, zero, n_k)
-                for t in range(planes):
+                for t in range(planes):  # down the columns: vectorises, unlike a row's sum
                     for oh in range(r1 - r0):
-                        total[t] += _row_sum(acc, t * m + oh * Wq, OW)
+                        _axpy(columns, t * Wq, acc, t * m + oh * Wq, OW, 1.0)
             for t in range(taps):
-                gw[f, c, t // KW, t % KW] = total[t]
+                gw[f, c, t // KW, t % KW] = _row_sum(columns, t * Wq, OW)
             if planes > taps:
-                db[f] = total[taps]
+                db[f] = _row_sum(columns, taps * Wq, OW)
 
 
 def _even_rows(extent: int, fit: int) -> int:
