@@ -156,13 +156,13 @@ def _split_phases(xf, plane, H, W, sh, sw, pt, pl, r0, Hb, Wq, ph, p0):
     written, so ``ph`` must start out zero (rows of padding are zeroed on every call).
     """
     unit = np.int64(1)
-    for a in range(sh):
-        for i in range(Hb):
-            h = (r0 + i) * sh + a - pt
-            for b in range(sw):
+    for b in range(sw):
+        lo, hi = _valid_range(b - pl, sw, W, Wq)  # once a column phase: it divides
+        for a in range(sh):
+            for i in range(Hb):
+                h = (r0 + i) * sh + a - pt
                 at = p0 + ((a * sw + b) * Hb + i) * Wq
                 if 0 <= h < H:
-                    lo, hi = _valid_range(b - pl, sw, W, Wq)
                     _copy(ph, at + lo, unit, xf, plane + h * W + lo * sw + b - pl, sw, hi - lo)
                 else:
                     _zero_every(ph, at, unit, Wq)
