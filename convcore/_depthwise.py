@@ -82,6 +82,16 @@ def _tap_offset(kh, kw, sh, sw, dh, dw, Hb, Wq):
 
 
 @_jit
+def _tap_offsets(KH, KW, sh, sw, dh, dw, Hb, Wq):
+    """:func:`_tap_offset` of every tap, in row-major order (worked out once a call: it
+    divides)."""
+    at = np.empty(KH * KW, np.int64)
+    for t in range(KH * KW):
+        at[t] = _tap_offset(t // KW, t % KW, sh, sw, dh, dw, Hb, Wq)
+    return at
+
+
+@_jit
 def _copy(dst, d, dstep, src, s, sstep, n):
     """``dst[d + i*dstep] = src[s + i*sstep]`` for ``i < n``, unsigned indices (one of
     the two steps is 1)."""
@@ -181,6 +191,7 @@ def _depthwise_forward(x, w, b, KH, KW, sh, sw, dh, dw, pt, pl, OH, OW, groups, 
     ph = np.zeros(sh * sw * Hb * Wq, x.dtype)  # see _split_phases
     out = np.empty(rows * Wq, x.dtype)
     xf, yf, wf, taps = x.ravel(), y.ravel(), w.ravel(), KH * KW
+    at = _tap_offsets(KH, KW, sh, sw, dh, dw, Hb, Wq)
     zero, unit = np.int64(0), np.int64(1)  # typed offsets and steps: one compilation each
     for job in range(lo, hi):
         n = job // groups
@@ -196,14 +207,10 @@ def _depthwise_forward(x, w, b, KH, KW, sh, sw, dh, dw, pt, pl, OH, OW, groups, 
                     for k in range(0, m, _FORWARD_RUN):  # every tap on a block in cache
                         n_k = min(_FORWARD_RUN, m - k)
                         for t in range(0, taps - 2, 3):  # three taps to a pass
-                            s0 = _tap_offset(t // KW, t % KW, sh, sw, dh, dw, Hb, Wq) + k
-                            s1 = _tap_offset((t + 1) // KW, (t + 1) % KW, sh, sw, dh, dw, Hb, Wq) + k
-                            s2 = _tap_offset((t + 2) // KW, (t + 2) % KW, sh, sw, dh, dw, Hb, Wq) + k
                             a0, a1, a2 = wf[(f * Cg + c) * taps + t : (f * Cg + c) * taps + t + 3]
-                            _axpy3(out, k, ph, s0, s1, s2, n_k, a0, a1, a2)
+                            _axpy3(out, k, ph, at[t] + k, at[t + 1] + k, at[t + 2] + k, n_k, a0, a1, a2)
                         for t in range(taps - taps % 3, taps):
-                            at = _tap_offset(t // KW, t % KW, sh, sw, dh, dw, Hb, Wq)
-                            _axpy(out, k, ph, at + k, n_k, wf[(f * Cg + c) * taps + t])
+                            _axpy(out, k, ph, at[t] + k, n_k, wf[(f * Cg + c) * taps + t])
                 for oh in range(r0, min(OH, r0 + rows)):
                     _set_row(yf, ((n * F + f) * OH + oh) * OW, out, (oh - r0) * Wq, OW, b[f])
 
@@ -221,6 +228,12 @@ def _depthwise_input_grad(gy, w, KH, KW, sh, sw, dh, dw, pt, pl, OH, OW, groups,
     lead = (KW - 1) * dw // sw  # zeros before the output gradient's first row
     g = np.zeros(lead + (rows + below) * Wq, gx.dtype)  # rows of stride Wq; zeros beyond OW
     gyf, gxf = gy.ravel(), gx.ravel()
+    row_shift, row_phase = np.empty(KH, np.int64), np.empty(KH, np.int64)  # worked out once:
+    column_shift, column_phase = np.empty(KW, np.int64), np.empty(KW, np.int64)  # they divide
+    for kh in range(KH):
+        row_shift[kh], row_phase[kh] = (kh * dh) // sh, (kh * dh) % sh * sw * rows * Wq
+    for kw in range(KW):
+        column_shift[kw], column_phase[kw] = (kw * dw) // sw, (kw * dw) % sw * rows * Wq
     zero, unit = np.int64(0), np.int64(1)  # typed offsets and steps: one compilation each
     for job in range(lo, hi):
         n = job // C
@@ -236,10 +249,10 @@ def _depthwise_input_grad(gy, w, KH, KW, sh, sw, dh, dw, pt, pl, OH, OW, groups,
                 # phase row i gathers tap (kh, kw) from output row i - (kh*dh)//sh where
                 # that is a row, column j from column j - (kw*dw)//sw
                 for kh in range(KH):
-                    q = (kh * dh) // sh
+                    q = row_shift[kh]
                     r0 = max(i0, q) - i0  # the block's first row the tap reaches, and count
                     n_k = max(min(i0 + m // Wq, q + OH) - i0 - r0, 0) * Wq
-                    at = ((kh * dh) % sh * sw * rows + r0) * Wq
+                    at = row_phase[kh] + r0 * Wq
                     src = lead + (below - q + r0) * Wq
                     single = 0  # with unit column stride, a kernel row's taps share a phase,
                     if sw == 1:  # dw apart: three to a pass
@@ -249,17 +262,19 @@ def _depthwise_input_grad(gy, w, KH, KW, sh, sw, dh, dw, pt, pl, OH, OW, groups,
                             _axpy3(z, at, g, s0, s0 - dw, s0 - 2 * dw, n_k, t0, t1, t2)
                         single = KW - KW % 3
                     for kw in range(single, KW):
-                        phase = at + (kw * dw) % sw * rows * Wq
-                        _axpy(z, phase, g, src - (kw * dw) // sw, n_k, w[f, cl, kh, kw])
+                        _axpy(z, at + column_phase[kw], g, src - column_shift[kw], n_k, w[f, cl, kh, kw])
             for b in range(sw):  # input columns b - pl, b - pl + sw, ... from column phase b
                 first, full = _valid_range(b - pl, sw, W, W + pl + 1)
                 last = max(min(full, Wq), first)
-                for h in range(max(i0 * sh - pt, 0), min((i0 + m // Wq) * sh - pt, H)):
-                    i, a = (h + pt) // sh, (h + pt) % sh  # the block's phase rows' input rows
-                    row = (job * H + h) * W + first * sw + b - pl
-                    _copy(gxf, row, sw, z, ((a * sw + b) * rows + i - i0) * Wq + first, unit, last - first)
-                    if full > last:  # input columns past the phases' width get nothing
-                        _zero_every(gxf, row + (last - first) * sw, sw, full - last)
+                for a in range(sh):
+                    for i in range(i0, i0 + m // Wq):  # the block's phase rows' input rows
+                        h = i * sh + a - pt
+                        if 0 <= h < H:
+                            row = (job * H + h) * W + first * sw + b - pl
+                            at = ((a * sw + b) * rows + i - i0) * Wq + first
+                            _copy(gxf, row, sw, z, at, unit, last - first)
+                            if full > last:  # input columns past the phases' width get nothing
+                                _zero_every(gxf, row + (last - first) * sw, sw, full - last)
 
 
 @_jit
@@ -289,6 +304,7 @@ def _depthwise_weight_grad(x, gy, KH, KW, sh, sw, dh, dw, pt, pl, OH, OW, groups
     ones = np.ones(_RUN, x.dtype)
     columns = np.empty(sums * Wq)  # float64: each tap's sums down the columns of its rows
     xf, gyf = x.ravel(), gy.ravel()
+    at = _tap_offsets(KH, KW, sh, sw, dh, dw, Hb, Wq)
     zero, unit = np.int64(0), np.int64(1)  # typed offsets and steps: one compilation each
     for f in range(lo, hi):
         first = (f // Fg) * Cg
@@ -312,8 +328,7 @@ def _depthwise_weight_grad(x, gy, KH, KW, sh, sw, dh, dw, pt, pl, OH, OW, groups
                             _zero_every(part, zero, unit, part.size)  # the block's products over the images
                         for i in range(batch):
                             for t in range(planes):  # the taps, then the bias: a tap reading ones
-                                at = _tap_offset(t // KW, t % KW, sh, sw, dh, dw, Hb, Wq)
-                                src, s = ph, i * size + at + k
+                                src, s = ph, i * size + at[min(t, taps - 1)] + k
                                 if t == taps:
                                     src, s = ones, zero
                                 if batch > 1:
