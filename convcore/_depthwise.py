@@ -278,6 +278,15 @@ def _depthwise_input_grad(gy, w, KH, KW, sh, sw, dh, dw, pt, pl, OH, OW, groups,
 
 
 @_jit
+def _mul_add2(acc, a, x, i, j, v, s, r, n):
+    """``acc[a + k] += x[i + k] * v[s + k] + x[j + k] * v[r + k]`` for ``k < n``, in the
+    inputs' dtype."""
+    a, i, j, s, r = u(a), u(i), u(j), u(s), u(r)
+    for k in range(u(n)):
+        acc[a + k] += x[i + k] * v[s + k] + x[j + k] * v[r + k]
+
+
+@_jit
 def _mul_add(acc, a, x, i, v, s, n):
     """``acc[a + k] += x[i + k] * v[s + k]`` for ``k < n``, the product in the inputs' dtype."""
     a, i, s = u(a), u(i), u(s)
@@ -326,12 +335,15 @@ def _depthwise_weight_grad(x, gy, KH, KW, sh, sw, dh, dw, pt, pl, OH, OW, groups
                         n_k = min(_RUN, (r1 - r0) * Wq - k)
                         if batch > 1:
                             _zero_every(part, zero, unit, part.size)  # the block's products over the images
-                        for i in range(batch):
+                        for i in range(0, batch, 2):
                             for t in range(planes):  # the taps, then the bias: a tap reading ones
                                 src, s = ph, i * size + at[min(t, taps - 1)] + k
                                 if t == taps:
                                     src, s = ones, zero
-                                if batch > 1:
+                                if i + 1 < batch:  # two images a pass: half the stores
+                                    s2 = s + size * (t < taps)
+                                    _mul_add2(part, t * _RUN, g, i * m + k, (i + 1) * m + k, src, s, s2, n_k)
+                                elif batch > 1:
                                     _mul_add(part, t * _RUN, g, i * m + k, src, s, n_k)
                                 else:  # one image: its products go straight into the float64 sums
                                     _mul_add(acc, t * m + k, g, k, src, s, n_k)
