@@ -68,7 +68,7 @@ def _im2col(x, KH, KW, sh, sw, dh, dw, pt, pl, OH, OW, oh0, oh1, cols):
             else:
                 for i in range(width):
                     cf[dst + i] = xf[src + i * step]
-        for oh in range(h_lo, h_hi):
+        for oh in range(h_lo, h_hi if w_hi < OW else h_lo):
             row = base + u((oh - oh0) * OW)
             for i in range(u(w_hi), u(OW)):
                 cf[row + i] = 0
