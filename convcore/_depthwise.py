@@ -33,13 +33,12 @@ workspace) within :data:`_BLOCK_BYTES`, or :data:`_ACCUMULATOR_BYTES` plus
 rows one output row needs (``sh*sw*((KH-1)*dh // sh + 2)`` rows of ``Wq`` values) are
 larger. A block rebuilds the ``(KH-1)*dh // sh`` phase rows its taps reach below it.
 Blocks change neither the output nor the input gradient, which are the same sums in the
-same order (on 2x4x1024x1024 planes, 3x3, strides 1 and 2, forward+backward took
-0.79-0.93 of the time the earlier whole planes took).
+same order.
 
-Forward+backward against the row-by-row loops of earlier versions (one tap over one row
-of OW values a loop), interleaved, two threads: float32 0.69 (8x64x56x56 3x3), 0.70
-(16x128x28x28 stride 2), 0.85 (8x32x112x112), 0.48 (16x256x14x14 5x5); float64 0.87,
-0.76, 0.83, 0.61.
+Forward+backward against im2col + GEMM (``benchmarks/engine_paths.py --only depthwise``):
+0.05-0.25; against the whole-plane loops of the previous version, interleaved: float32
+0.76-0.84, float64 0.80-0.89 (8x64x56x56, 16x128x28x28 stride 2, 8x32x112x112,
+16x256x14x14 5x5), 0.74-0.78 on 2x4x1024x1024.
 """
 
 from __future__ import annotations

@@ -112,9 +112,9 @@ _CHANNELS_LAST_MIN_CHANNELS = 12
 # x stride phases is at most this and the batch has this many images: every filter
 # rebuilds the channel's phases in the weight gradient, and that gradient's image blocks
 # need a batch. Forward+backward against im2col + GEMM, interleaved
-# (benchmarks/engine_paths.py --only multiplier): 0.34-0.75 with 2 or 4 filters a
-# channel; 0.72-1.00 on 1-channel inputs with 4 to 16 filters (lenet_c1_28_k5 0.74 and
-# 0.86); 0.96-1.04 at 200; 1.15-1.31 at 288 and 300; 2.1-2.3 on a batch of 1.
+# (benchmarks/engine_paths.py --only multiplier): 0.35-0.67 with 2 or 4 filters a
+# channel; 0.64-0.91 on 1-channel inputs with 4 to 16 filters (lenet_c1_28_k5
+# 0.72-0.73); 0.82-0.83 at 200; 1.00-1.19 at 288 and 300; 1.4-1.5 on a batch of 1.
 _MULTIPLIER_MAX_WORK = 200
 _MULTIPLIER_MIN_BATCH = 8
 
