@@ -74,6 +74,13 @@ def _planes(KH, KW, sh, sw, dh, dw, OH, OW):
 
 
 @_jit
+def _phase_rows(H, pt, sh, OH, below):
+    """The phase rows the input gradient covers: those some output reads, and at least
+    every input row's."""
+    return max(OH + below, (H - 1 + pt) // sh + 1)
+
+
+@_jit
 def _tap_offset(kh, kw, sh, sw, dh, dw, Hb, Wq):
     """Where tap ``(kh, kw)`` of output ``(0, 0)`` reads in phases of ``Hb`` rows."""
     phase = (kh * dh) % sh * sw + (kw * dw) % sw
@@ -222,7 +229,7 @@ def _depthwise_input_grad(gy, w, KH, KW, sh, sw, dh, dw, pt, pl, OH, OW, groups,
     F, Cg = w.shape[0], w.shape[1]
     Fg = F // groups
     below, Wq = _planes(KH, KW, sh, sw, dh, dw, OH, OW)
-    phase_rows = max(OH + below, (H - 1 + pt) // sh + 1)  # every input row's, at least
+    phase_rows = _phase_rows(H, pt, sh, OH, below)
     z = np.empty(sh * sw * rows * Wq, gx.dtype)  # the gradient of a block of the phases
     lead = (KW - 1) * dw // sw  # zeros before the output gradient's first row
     g = np.zeros(lead + (rows + below) * Wq, gx.dtype)  # rows of stride Wq; zeros beyond OW
@@ -365,17 +372,18 @@ def _even_rows(extent: int, fit: int) -> int:
     return -(-extent // blocks)
 
 
-def _plane_blocks(geo_args, itemsize: int) -> tuple[int, int]:
+def _plane_blocks(geo_args, H: int, itemsize: int) -> tuple[int, int]:
     """``(forward rows, input-gradient rows)``: the output rows the forward pass takes at
     a time, its phases and output rows within :data:`_BLOCK_BYTES`, and the phase rows
-    the input gradient takes, their gradient and the output-gradient rows they read
-    within the same."""
-    KH, KW, sh, sw, dh, dw, _, _, OH, OW = geo_args
+    the input gradient takes (of an input ``H`` rows high), their gradient and the
+    output-gradient rows they read within the same."""
+    KH, KW, sh, sw, dh, dw, pt, _, OH, OW = geo_args
     below, Wq = _planes(KH, KW, sh, sw, dh, dw, OH, OW)
     budget = _BLOCK_BYTES // (Wq * itemsize)  # in rows of Wq values
     phases = sh * sw
     forward = _even_rows(OH, (budget - phases * (below + 1)) // (phases + 1))
-    return forward, _even_rows(OH + below, (budget - below - 1) // (phases + 1))
+    extent = _phase_rows(H, pt, sh, OH, below)
+    return forward, _even_rows(extent, (budget - below - 1) // (phases + 1))
 
 
 def _weight_grad_blocks(geo_args, N: int, itemsize: int) -> tuple[int, int]:
@@ -397,7 +405,7 @@ def depthwise_forward(x, w, b, geo_args, groups, y) -> None:
     check_contiguous(x, w, y)
     b = np.zeros(w.shape[0], x.dtype) if b is None else b
     work = y.size * w.shape[1] * w.shape[2] * w.shape[3]
-    rows = _plane_blocks(geo_args, x.itemsize)[0]
+    rows = _plane_blocks(geo_args, x.shape[2], x.itemsize)[0]
     run_split(_depthwise_forward, (x, w, b, *geo_args, groups, y, rows), y.shape[0] * groups, work)
 
 
@@ -409,7 +417,7 @@ def depthwise_backward(x, w, gy, geo_args, groups, gx, gw, db=None) -> None:
     im2col + GEMM."""
     check_contiguous(x, w, gy, gx, gw)
     work = gy.size * w.shape[1] * w.shape[2] * w.shape[3]
-    rows = _plane_blocks(geo_args, gy.itemsize)[1]
+    rows = _plane_blocks(geo_args, gx.shape[2], gy.itemsize)[1]
     run_split(_depthwise_input_grad, (gy, w, *geo_args, groups, gx, rows), gx.shape[0] * gx.shape[1], work)
     db = np.empty(0, gy.dtype) if db is None else db
     args = (x, gy, *geo_args, groups, gw, db, *_weight_grad_blocks(geo_args, gy.shape[0], gy.itemsize))

@@ -215,12 +215,17 @@ def assert_even_blocks(rows, extent, fit):
     assert rows * (blocks - 1) < extent <= rows * blocks and rows - extent // blocks <= 1
 
 
-@pytest.mark.parametrize("geo_args", GEO_ARGS)
+@pytest.mark.parametrize(
+    "geo_args, H",
+    [(g, (g[8] - 1) * g[2] + (g[0] - 1) * g[4] + 1 - 2 * g[6]) for g in GEO_ARGS]
+    + [((2, 1, 3, 1, 1, 1, 0, 0, 1, 5), 4)],  # an input row no output reads
+)
 @pytest.mark.parametrize("itemsize", [4, 8])
-def test_plane_blocks_bound_the_buffers(geo_args, itemsize):
-    KH, KW, sh, sw, dh, dw, _, _, OH, OW = geo_args
+def test_plane_blocks_bound_the_buffers(geo_args, H, itemsize):
+    KH, KW, sh, sw, dh, dw, pt, _, OH, OW = geo_args
     Wq, below = OW + (KW - 1) * dw // sw, (KH - 1) * dh // sh
-    forward, input_grad = _depthwise._plane_blocks(geo_args, itemsize)
+    forward, input_grad = _depthwise._plane_blocks(geo_args, H, itemsize)
+    phase_rows = max(OH + below, (H - 1 + pt) // sh + 1)  # every input row's
     # the forward pass: phases of rows + below + 1 rows, and the output rows
     used = (sh * sw * (forward + below + 1) + forward) * Wq * itemsize
     assert 1 <= forward <= OH and (used <= _depthwise._BLOCK_BYTES or forward == 1)
@@ -228,8 +233,8 @@ def test_plane_blocks_bound_the_buffers(geo_args, itemsize):
     assert_even_blocks(forward, OH, (budget - sh * sw * (below + 1)) // (sh * sw + 1))
     # the input gradient: the phases' gradient, and the output-gradient rows it reads
     used = (sh * sw * input_grad + input_grad + below + 1) * Wq * itemsize
-    assert 1 <= input_grad <= OH + below and (used <= _depthwise._BLOCK_BYTES or input_grad == 1)
-    assert_even_blocks(input_grad, OH + below, (budget - below - 1) // (sh * sw + 1))
+    assert 1 <= input_grad <= phase_rows and (used <= _depthwise._BLOCK_BYTES or input_grad == 1)
+    assert_even_blocks(input_grad, phase_rows, (budget - below - 1) // (sh * sw + 1))
 
 
 @pytest.mark.parametrize("N", [1, 8, 64])
