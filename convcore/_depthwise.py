@@ -24,8 +24,10 @@ one; they are never copied out. Every output element is the sum the direct loops
   gives those to im2col + GEMM instead (:func:`convcore.conv._backward`).
 - Weight gradient and bias gradient: for every tap (and the bias, a tap reading ones),
   the products of the output-gradient plane and the shifted phase, summed element by
-  element over up to 16 images in the arrays' dtype, then into float64 (one float32
-  sum over N*OH*OW terms would drift), and over each row's first OW columns at the end.
+  element over up to 16 images (two a pass) in the arrays' dtype, then into float64
+  (one float32 sum over N*OH*OW terms would drift; a single image's products go
+  straight into float64), then down the columns of the rows, and over the first OW
+  columns at the end.
 
 Each pass takes blocks of rows, as few as keep its buffers (per thread, outside the
 workspace) within :data:`_BLOCK_BYTES`, or :data:`_ACCUMULATOR_BYTES` plus
