@@ -159,3 +159,14 @@ def assert_float32_agreement(got, want, magnitudes):
             continue
         assert g.dtype == np.float32, name
         assert np.abs(g - r).max() <= 2e-5 * np.abs(m).max(), name
+
+
+def assert_agrees_with_reference(engine, reference, x, w, b, opts):
+    """Run :func:`engine_and_reference` on ``x, w, b`` and assert the agreement their
+    dtype must reach: :func:`assert_float32_agreement` for float32 inputs, else
+    :func:`assert_float64_agreement`."""
+    got, want, magnitudes = engine_and_reference(engine, reference, x, w, b, opts)
+    if x.dtype == np.float32:
+        assert_float32_agreement(got, want, magnitudes)
+    else:
+        assert_float64_agreement(got, want)

@@ -16,10 +16,8 @@ from convcore._kernels import col2im_cl_into, from_channels_last, im2col_cl_into
 from naive import unfold
 from strategies import (
     arrays_for,
-    assert_float32_agreement,
-    assert_float64_agreement,
+    assert_agrees_with_reference,
     conv_configs,
-    engine_and_reference,
     engine_path,
     split_engine_work,
     window_cases,
@@ -88,18 +86,14 @@ SPLITS = [(1, 1 << 20), (2, 1 << 16), (3, 1 << 20)]
 @given(cfg=conv_configs(max_batch=5), seed=st.integers(0, 2**16))
 def test_float64_agrees_with_reference(threads, chunk_bytes, cfg, seed):
     with split_work(threads, chunk_bytes):
-        got, want, _ = engine_and_reference(ENGINE, REFERENCE, *arrays_for(cfg, seed), cfg["opts"])
-    assert_float64_agreement(got, want)
+        assert_agrees_with_reference(ENGINE, REFERENCE, *arrays_for(cfg, seed), cfg["opts"])
 
 
 @pytest.mark.parametrize("threads, chunk_bytes", SPLITS)
 @given(cfg=conv_configs(max_batch=5), seed=st.integers(0, 2**16))
 def test_float32_agrees_with_float64_reference(threads, chunk_bytes, cfg, seed):
     with split_work(threads, chunk_bytes):
-        got, want, magnitudes = engine_and_reference(
-            ENGINE, REFERENCE, *arrays_for(cfg, seed, np.float32), cfg["opts"]
-        )
-    assert_float32_agreement(got, want, magnitudes)
+        assert_agrees_with_reference(ENGINE, REFERENCE, *arrays_for(cfg, seed, np.float32), cfg["opts"])
 
 
 EDGES = [
@@ -118,8 +112,7 @@ def test_edge_configurations_run_channels_last(x_shape, w_shape, opts, threads, 
     geo = conv_geometry(x_shape, w_shape, **{"stride": 1, "padding": 0, "dilation": 1, "groups": 1, **opts})
     with split_work(threads, chunk_bytes):
         assert conv._strategy(geo, np.float64) == "channels_last"
-        got, want, _ = engine_and_reference(ENGINE, REFERENCE, x, w, b, opts)
-    assert_float64_agreement(got, want)
+        assert_agrees_with_reference(ENGINE, REFERENCE, x, w, b, opts)
 
 
 @pytest.mark.parametrize(

@@ -10,8 +10,7 @@ from convcore._geometry import conv_geometry
 from strategies import (
     ENGINE_PATHS,
     arrays_for,
-    assert_float32_agreement,
-    assert_float64_agreement,
+    assert_agrees_with_reference,
     conv_configs,
     engine_and_reference,
     engine_path,
@@ -26,18 +25,14 @@ REFERENCE = (reference.conv2d_forward, reference.conv2d_backward)
 @given(cfg=conv_configs(), seed=st.integers(0, 2**16))
 def test_float64_agrees_with_reference(path, cfg, seed):
     with engine_path(path):
-        got, want, _ = engine_and_reference(ENGINE, REFERENCE, *arrays_for(cfg, seed), cfg["opts"])
-    assert_float64_agreement(got, want)
+        assert_agrees_with_reference(ENGINE, REFERENCE, *arrays_for(cfg, seed), cfg["opts"])
 
 
 @pytest.mark.parametrize("path", ENGINE_PATHS)
 @given(cfg=conv_configs(), seed=st.integers(0, 2**16))
 def test_float32_agrees_with_float64_reference(path, cfg, seed):
     with engine_path(path):
-        got, want, magnitudes = engine_and_reference(
-            ENGINE, REFERENCE, *arrays_for(cfg, seed, np.float32), cfg["opts"]
-        )
-    assert_float32_agreement(got, want, magnitudes)
+        assert_agrees_with_reference(ENGINE, REFERENCE, *arrays_for(cfg, seed, np.float32), cfg["opts"])
 
 
 @pytest.mark.parametrize(

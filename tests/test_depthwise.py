@@ -15,9 +15,7 @@ from convcore import _depthwise, _threads, reference
 
 from strategies import (
     arrays_for,
-    assert_float32_agreement,
-    assert_float64_agreement,
-    engine_and_reference,
+    assert_agrees_with_reference,
     engine_path,
     max_rel_err,
     paddings,
@@ -72,18 +70,14 @@ SPLITS = [(1, None), (1, 1), (3, 1), (2, 2048)]
 @given(cfg=depthwise_configs(), seed=st.integers(0, 2**16))
 def test_float64_agrees_with_reference(threads, nbytes, cfg, seed):
     with blocks(threads, nbytes):
-        got, want, _ = engine_and_reference(ENGINE, REFERENCE, *arrays_for(cfg, seed), cfg["opts"])
-    assert_float64_agreement(got, want)
+        assert_agrees_with_reference(ENGINE, REFERENCE, *arrays_for(cfg, seed), cfg["opts"])
 
 
 @pytest.mark.parametrize("threads, nbytes", SPLITS)
 @given(cfg=depthwise_configs(), seed=st.integers(0, 2**16))
 def test_float32_agrees_with_float64_reference(threads, nbytes, cfg, seed):
     with blocks(threads, nbytes):
-        got, want, magnitudes = engine_and_reference(
-            ENGINE, REFERENCE, *arrays_for(cfg, seed, np.float32), cfg["opts"]
-        )
-    assert_float32_agreement(got, want, magnitudes)
+        assert_agrees_with_reference(ENGINE, REFERENCE, *arrays_for(cfg, seed, np.float32), cfg["opts"])
 
 
 EDGES = [
@@ -104,8 +98,7 @@ def test_edge_configurations(x_shape, w_shape, opts, threads, nbytes):
     x, w, b = arrays_for(dict(x=x_shape, w=w_shape, bias=True), 5)
     opts = {**opts, "groups": x_shape[1]}
     with blocks(threads, nbytes):
-        got, want, _ = engine_and_reference(ENGINE, REFERENCE, x, w, b, opts)
-    assert_float64_agreement(got, want)
+        assert_agrees_with_reference(ENGINE, REFERENCE, x, w, b, opts)
 
 
 @pytest.mark.parametrize("opts", [dict(padding=2), dict(stride=(2, 1), dilation=(1, 2), padding=(3, 1))])

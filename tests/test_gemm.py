@@ -18,10 +18,8 @@ from convcore._geometry import conv_geometry
 
 from strategies import (
     arrays_for,
-    assert_float32_agreement,
-    assert_float64_agreement,
+    assert_agrees_with_reference,
     conv_configs,
-    engine_and_reference,
     split_engine_work,
 )
 
@@ -44,18 +42,14 @@ SPLITS = [(2, 1), (2, 2048), (3, 1), (3, 1 << 20)]
 @given(cfg=conv_configs(), seed=st.integers(0, 2**16))
 def test_every_split_agrees_with_reference(threads, chunk_bytes, cfg, seed):
     with split_work(threads, chunk_bytes):
-        got, want, _ = engine_and_reference(ENGINE, REFERENCE, *arrays_for(cfg, seed), cfg["opts"])
-    assert_float64_agreement(got, want)
+        assert_agrees_with_reference(ENGINE, REFERENCE, *arrays_for(cfg, seed), cfg["opts"])
 
 
 @pytest.mark.parametrize("threads, chunk_bytes", SPLITS)
 @given(cfg=conv_configs(), seed=st.integers(0, 2**16))
 def test_every_split_agrees_in_float32(threads, chunk_bytes, cfg, seed):
     with split_work(threads, chunk_bytes):
-        got, want, magnitudes = engine_and_reference(
-            ENGINE, REFERENCE, *arrays_for(cfg, seed, np.float32), cfg["opts"]
-        )
-    assert_float32_agreement(got, want, magnitudes)
+        assert_agrees_with_reference(ENGINE, REFERENCE, *arrays_for(cfg, seed, np.float32), cfg["opts"])
 
 
 @pytest.mark.parametrize("threads, chunk_bytes", SPLITS)
@@ -66,8 +60,7 @@ def test_every_split_of_the_transposed_convolution_agrees_with_reference(threads
     x, w = rng.standard_normal(cfg["x"]), rng.standard_normal(cfg["w"])
     b = None if cfg["b"] is None else rng.standard_normal(cfg["b"])
     with split_work(threads, chunk_bytes):
-        got, want, _ = engine_and_reference(TRANSPOSED, TRANSPOSED_REFERENCE, x, w, b, cfg["opts"])
-    assert_float64_agreement(got, want)
+        assert_agrees_with_reference(TRANSPOSED, TRANSPOSED_REFERENCE, x, w, b, cfg["opts"])
 
 
 @pytest.mark.parametrize(
@@ -84,8 +77,7 @@ def test_every_split_of_the_transposed_convolution_agrees_with_reference(threads
 def test_splits_of_edge_configurations(x_shape, w_shape, opts, threads, chunk_bytes):
     cfg = dict(x=x_shape, w=w_shape, bias=True)
     with split_work(threads, chunk_bytes):
-        got, want, _ = engine_and_reference(ENGINE, REFERENCE, *arrays_for(cfg, 5), opts)
-    assert_float64_agreement(got, want)
+        assert_agrees_with_reference(ENGINE, REFERENCE, *arrays_for(cfg, 5), opts)
 
 
 def _covered(plan, geo, axes):
@@ -174,8 +166,7 @@ def test_where_the_bias_rides_in_the_gemms(x_shape, w_shape, opts, threads, fuse
     with split_work(threads, 1 << 20):
         assert _gemm._bias_in_gemm(geo, _gemm.backward_plan(geo, 8)) == fused
         x, w, b = arrays_for(dict(x=x_shape, w=w_shape, bias=True), 6)
-        got, want, _ = engine_and_reference(ENGINE, REFERENCE, x, w, b, opts)
-    assert_float64_agreement(got, want)
+        assert_agrees_with_reference(ENGINE, REFERENCE, x, w, b, opts)
 
 
 def test_outputs_must_be_contiguous():

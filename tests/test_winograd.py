@@ -13,9 +13,7 @@ from convcore._geometry import conv_geometry
 
 from strategies import (
     arrays_for,
-    assert_float32_agreement,
-    assert_float64_agreement,
-    engine_and_reference,
+    assert_agrees_with_reference,
     engine_path,
     max_rel_err,
     pad_totals,
@@ -56,18 +54,14 @@ SPLITS = [(1, 1 << 20), (2, 1), (2, 4096), (3, 1), (3, 1 << 20)]
 @given(cfg=winograd_configs(), seed=st.integers(0, 2**16))
 def test_float64_agrees_with_reference(threads, chunk_bytes, cfg, seed):
     with split_work(threads, chunk_bytes):
-        got, want, _ = engine_and_reference(ENGINE, REFERENCE, *arrays_for(cfg, seed), cfg["opts"])
-    assert_float64_agreement(got, want)
+        assert_agrees_with_reference(ENGINE, REFERENCE, *arrays_for(cfg, seed), cfg["opts"])
 
 
 @pytest.mark.parametrize("threads, chunk_bytes", SPLITS[:3])
 @given(cfg=winograd_configs(), seed=st.integers(0, 2**16))
 def test_float32_agrees_with_float64_reference(threads, chunk_bytes, cfg, seed):
     with split_work(threads, chunk_bytes):
-        got, want, magnitudes = engine_and_reference(
-            ENGINE, REFERENCE, *arrays_for(cfg, seed, np.float32), cfg["opts"]
-        )
-    assert_float32_agreement(got, want, magnitudes)
+        assert_agrees_with_reference(ENGINE, REFERENCE, *arrays_for(cfg, seed, np.float32), cfg["opts"])
 
 
 @pytest.mark.parametrize(
@@ -84,8 +78,7 @@ def test_float32_agrees_with_float64_reference(threads, chunk_bytes, cfg, seed):
 def test_edge_configurations(x_shape, w_shape, padding, threads, chunk_bytes):
     cfg = dict(x=x_shape, w=w_shape, bias=True)
     with split_work(threads, chunk_bytes):
-        got, want, _ = engine_and_reference(ENGINE, REFERENCE, *arrays_for(cfg, 7), dict(padding=padding))
-    assert_float64_agreement(got, want)
+        assert_agrees_with_reference(ENGINE, REFERENCE, *arrays_for(cfg, 7), dict(padding=padding))
 
 
 def test_input_transform_is_bt_d_b():
