@@ -312,7 +312,7 @@ def _depthwise_weight_grad(x, gy, KH, KW, sh, sw, dh, dw, pt, pl, OH, OW, groups
     Fg = F // groups
     below, Wq = _planes(KH, KW, sh, sw, dh, dw, OH, OW)
     Hb = rows + below + 1
-    taps, m, size = KH * KW, rows * Wq, sh * sw * (rows + below + 1) * Wq
+    taps, m, size = KH * KW, rows * Wq, sh * sw * Hb * Wq
     sums = taps + (db.size > 0)
     ph = np.zeros(nb * size, x.dtype)  # see _split_phases
     g = np.zeros(nb * m, x.dtype)  # output-gradient rows of stride Wq

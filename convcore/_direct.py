@@ -1,8 +1,6 @@
 """Direct convolution loops for tiny problems, where im2col + GEMM is the wrong tool: one
 kernel for the forward pass and one for both gradients, serial; cheap to compile and to
-call. They skip the padding rather than multiply its zeros, so they are also the exact
-fallback for the depthwise kernels' input gradient with non-finite weights
-(:mod:`convcore._depthwise`).
+call. They skip the padding rather than multiply its zeros.
 """
 
 from __future__ import annotations

@@ -121,7 +121,7 @@ _MULTIPLIER_MIN_BATCH = 8
 
 def _strategy(geo: Geometry, dtype) -> str:
     """'tiny' loops for tiny problems, 'depthwise' shift-and-add loops for one channel and
-    one filter per group (forward+backward 0.07-0.23x the time of im2col + GEMM,
+    one filter per group (forward+backward 0.05-0.25x the time of im2col + GEMM,
     ``benchmarks/engine_paths.py --only depthwise``) and for one channel and a few filters
     per group (see above), 'winograd' for 3x3 stride-1 layers and
     'channels_last' for float32 layers with short output rows where they measured faster
@@ -135,10 +135,9 @@ def _strategy(geo: Geometry, dtype) -> str:
         return _FORCE
     if macs <= _DIRECT_MAX_MACS:
         return "tiny"
-    if geo.Cg == 1 and geo.Fg == 1:
-        return "depthwise"
     multiplier_work = geo.Fg * geo.KH * geo.KW * geo.sh * geo.sw
-    if geo.Cg == 1 and multiplier_work <= _MULTIPLIER_MAX_WORK and geo.N >= _MULTIPLIER_MIN_BATCH:
+    few_filters = multiplier_work <= _MULTIPLIER_MAX_WORK and geo.N >= _MULTIPLIER_MIN_BATCH
+    if geo.Cg == 1 and (geo.Fg == 1 or few_filters):
         return "depthwise"
     big = min(geo.C, geo.F) >= _WINOGRAD_MIN_CHANNELS and macs >= _WINOGRAD_MIN_MACS
     if _winograd.applies(geo) and big and geo.N >= thread_count():
