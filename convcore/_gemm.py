@@ -52,12 +52,26 @@ def _weight_grad_product(shape, dtype, geo: Geometry) -> np.ndarray:
     Its memory layout picks the BLAS call: NumPy computes ``dy @ cols.T`` into a
     column-major output as ``cols @ dy.T``, which OpenBLAS runs faster in float32
     (interleaved A/B, forward+backward: resnet_c64_56_k3 31.5 against 33.5 ms,
-    cifar_c32_16_k3 13.7 against 14.3, lenet_c1_28_k5 2.5 against 2.8) and up to 5%
-    slower in float64, which keeps the row-major output.
+    cifar_c32_16_k3 13.7 against 14.3, lenet_c1_28_k5 2.5 against 2.8; the product alone
+    0.60-0.99 of the row-major one over 6 to 128 filters and 26 to 577 window rows). In
+    float64 it wins where the filters are few or the windows mid-sized (the product alone
+    0.81-0.92 with 16 filters a group, 0.86-0.99 at 73 to 145 window rows) and loses on
+    long windows of many filters (1.03-1.10 from 289 window rows and 24 filters), which
+    keep the row-major output (see :func:`_column_major_f64`). Forward+backward in
+    float64, interleaved: b1_c16_32x32_k3 0.93, grp4_c64_28_k3 0.96, stem_c3_112_k7s2
+    0.98; cifar_c3_32_k3 (27 window rows, 32 filters) 1.02, so short windows of more
+    filters stay row-major.
     """
-    if np.dtype(dtype) == np.float32 and not geo.is_pointwise:
+    column_major = np.dtype(dtype) == np.float32 or _column_major_f64(geo.Fg, geo.window_rows)
+    if column_major and not geo.is_pointwise:
         return np.empty((shape[0], shape[2], shape[1]), dtype).transpose(0, 2, 1)
     return np.empty(shape, dtype)
+
+
+def _column_major_f64(filters: int, window_rows: int) -> bool:
+    """Where a float64 weight-gradient product goes column-major: filters per group and
+    window rows (Cg*KH*KW) for which OpenBLAS ran it faster that way."""
+    return filters <= 16 or 64 <= window_rows < 256
 
 
 def _bias_in_gemm(geo: Geometry, plan) -> bool:
