@@ -22,6 +22,7 @@ import numpy as np
 from convcore._gemm import (
     _per_image,
     add_in_order,
+    add_products,
     backward_plan,
     forward_plan,
     output_grad_operands,
@@ -95,17 +96,15 @@ def backward(x, w, dy, geo: Geometry, dx, db=None) -> np.ndarray:
     width = w2.shape[1] + (db is not None)
 
     def work(chunks):
-        dw2, part = np.zeros((geo.F, width), w2.dtype), np.empty((geo.F, width), w2.dtype)
+        dw2 = np.zeros((geo.F, width), w2.dtype)
         for c in chunks:
             n = c.n1 - c.n0
             more = [(n * geo.P, w2.shape[1])] + ([] if _per_image(geo, c) else [(1, geo.F, n * geo.P)])
             xh, cols_t, (dcols_t, *grad) = _columns(x, geo, c.n0, c.n1, width, *more)
-            grads, per = output_grad_operands(dy, geo, c, *grad)
-            for i, g in enumerate(grads):
-                rows = slice(i * per, (i + 1) * per)
-                np.matmul(g[0], cols_t[rows], out=part)
-                dw2 += part
-                np.matmul(g[0].T, w2, out=dcols_t[rows])
+            grads = output_grad_operands(dy, geo, c, *grad)[0]  # (k, F, positions)
+            k = grads.shape[0]
+            add_products(dw2, grads, cols_t.reshape(k, -1, width), False)
+            np.matmul(grads.transpose(0, 2, 1), w2, out=dcols_t.reshape(k, -1, w2.shape[1]))
             col2im_cl_into(dcols_t, geo.kernel_args, xh)
             from_channels_last(xh, dx[c.n0 : c.n1])
         return dw2

@@ -45,27 +45,38 @@ _MIN_PARALLEL_MACS = 1 << 22
 _PER_IMAGE_MIN_P = 1024
 
 
-def _weight_grad_product(shape, dtype, geo: Geometry) -> np.ndarray:
-    """An array of ``shape`` (that of the weight matrix, or with the bias column) to take
-    each chunk's weight-gradient product.
+def add_products(dw: np.ndarray, a: np.ndarray, b: np.ndarray, column_major: bool) -> None:
+    """``dw += a[0] @ b[0] + ... + a[k-1] @ b[k-1]`` for stacks ``a (k, r, s)`` and
+    ``b (k, s, t)``: one stacked product into an array laid out as ``column_major`` says
+    (see :func:`_column_major`), then summed over the stack. The products live outside
+    the workspace: ``k*r*t`` values, which for a stack of per-image products (see
+    :func:`_per_image`) is fewer than the chunk's columns unless the filters outnumber
+    an image's output positions."""
+    k, r, t = a.shape[0], a.shape[1], b.shape[2]
+    part = np.empty((k, t, r), dw.dtype).transpose(0, 2, 1) if column_major else np.empty((k, r, t), dw.dtype)
+    np.matmul(a, b, out=part)
+    dw += part[0] if k == 1 else part.sum(axis=0)
 
-    Its memory layout picks the BLAS call: NumPy computes ``dy @ cols.T`` into a
-    column-major output as ``cols @ dy.T``, which OpenBLAS runs faster in float32
-    (interleaved A/B, forward+backward: resnet_c64_56_k3 31.5 against 33.5 ms,
-    cifar_c32_16_k3 13.7 against 14.3, lenet_c1_28_k5 2.5 against 2.8; the product alone
-    0.60-0.99 of the row-major one over 6 to 128 filters and 26 to 577 window rows). In
-    float64 it wins where the filters are few or the windows mid-sized (the product alone
-    0.81-0.92 with 16 filters a group, 0.86-0.99 at 73 to 145 window rows) and loses on
-    long windows of many filters (1.03-1.10 from 289 window rows and 24 filters), which
-    keep the row-major output (see :func:`_column_major_f64`). Forward+backward in
-    float64, interleaved: b1_c16_32x32_k3 0.93, grp4_c64_28_k3 0.96, stem_c3_112_k7s2
-    0.98; cifar_c3_32_k3 (27 window rows, 32 filters) 1.02, so short windows of more
-    filters stay row-major.
+
+def _column_major(dtype, geo: Geometry) -> bool:
+    """Whether the weight-gradient products go into column-major arrays.
+
+    The layout picks the BLAS call: NumPy computes ``dy @ cols.T`` into a column-major
+    output as ``cols @ dy.T``, which OpenBLAS runs faster in float32 (interleaved A/B,
+    forward+backward: resnet_c64_56_k3 31.5 against 33.5 ms, cifar_c32_16_k3 13.7
+    against 14.3, lenet_c1_28_k5 2.5 against 2.8; the product alone 0.60-0.99 of the
+    row-major one over 6 to 128 filters and 26 to 577 window rows). In float64 it wins
+    where the filters are few or the windows mid-sized (the product alone 0.81-0.92 with
+    16 filters a group, 0.86-0.99 at 73 to 145 window rows) and loses on long windows of
+    many filters (1.03-1.10 from 289 window rows and 24 filters), which keep the
+    row-major output (see :func:`_column_major_f64`). Forward+backward in float64,
+    interleaved: b1_c16_32x32_k3 0.93, grp4_c64_28_k3 0.96, stem_c3_112_k7s2 0.98;
+    cifar_c3_32_k3 (27 window rows, 32 filters) 1.02, so short windows of more filters
+    stay row-major. A pointwise layer's products keep the row-major layout.
     """
-    column_major = np.dtype(dtype) == np.float32 or _column_major_f64(geo.Fg, geo.window_rows)
-    if column_major and not geo.is_pointwise:
-        return np.empty((shape[0], shape[2], shape[1]), dtype).transpose(0, 2, 1)
-    return np.empty(shape, dtype)
+    if geo.is_pointwise:
+        return False
+    return np.dtype(dtype) == np.float32 or _column_major_f64(geo.Fg, geo.window_rows)
 
 
 def _column_major_f64(filters: int, window_rows: int) -> bool:
@@ -205,19 +216,28 @@ def weight_matrix(w: np.ndarray, geo: Geometry) -> np.ndarray:
 
 
 def matmul_each(a, b, out) -> None:
-    """``out[i] = a[i] @ b[i]``, one 2-D BLAS product per leading index.
+    """``out[i] = a[i] @ b[i]`` for each leading index ``i`` (a group); ``b[i]`` and
+    ``out[i]`` may be stacks of a chunk's images, multiplied in one NumPy call.
 
-    NumPy's stacked matmul leaves BLAS for transposed operands (3x slower dW measured on
-    the cifar_c32_16_k3 anchor); 2-D products with transposed views stay in BLAS.
+    One call per group and chunk, not per image: NumPy releases the GIL for the whole
+    stack, and per-image calls made two threads wait on each other for it between
+    products (forward of 64x3x32x32 on two threads: 1.68 ms with a call per image,
+    1.01 ms with one per chunk).
     """
     for i in range(out.shape[0]):
         np.matmul(a[i], b[i], out=out[i])
 
 
-def _block(a: np.ndarray, geo: Geometry, per_group: int, c: Chunk) -> np.ndarray:
-    """View output rows ``[oh0, oh1)`` of one image ``a (groups*per_group, OH, OW)`` as
-    ``(groups, per_group, m)``."""
-    return a.reshape(geo.groups, per_group, -1)[:, :, c.oh0 * geo.OW : c.oh1 * geo.OW]
+def _blocks(a: np.ndarray, geo: Geometry, per_group: int, c: Chunk) -> np.ndarray:
+    """View output rows ``[oh0, oh1)`` of the chunk's images of
+    ``a (N, groups*per_group, OH, OW)`` as ``(groups, n, per_group, positions)``."""
+    n, positions = c.n1 - c.n0, slice(c.oh0 * geo.OW, c.oh1 * geo.OW)
+    return a[c.n0 : c.n1].reshape(n, geo.groups, per_group, -1)[..., positions].transpose(1, 0, 2, 3)
+
+
+def _by_image(cols: np.ndarray, k: int) -> np.ndarray:
+    """View ``cols (rows, k*m)`` as ``(k, rows, m)``: the columns of each of ``k`` images."""
+    return cols.reshape(cols.shape[0], k, -1).transpose(1, 0, 2)
 
 
 def _as_filter_major(a: np.ndarray, geo: Geometry, n: int) -> np.ndarray:
@@ -240,10 +260,9 @@ def _segments(geo: Geometry, c: Chunk, per_channel: int) -> list[tuple[int, int,
 
 def _forward_pointwise(x, wm, b, geo: Geometry, y, c: Chunk) -> None:
     """1x1, stride 1, unpadded: ``y[n] = w @ x[n]`` per image and group, no im2col."""
-    for n in range(c.n0, c.n1):
-        matmul_each(wm, _block(x[n], geo, geo.Cg, c), _block(y[n], geo, geo.Fg, c))
-        if b is not None:
-            add_bias(y, b, (n, n + 1), (c.oh0, c.oh1))
+    matmul_each(wm, _blocks(x, geo, geo.Cg, c), _blocks(y, geo, geo.Fg, c))
+    if b is not None:
+        add_bias(y, b, (c.n0, c.n1), (c.oh0, c.oh1))
 
 
 def _per_image(geo: Geometry, c: Chunk) -> int:
@@ -254,14 +273,15 @@ def _per_image(geo: Geometry, c: Chunk) -> int:
     return m if n == 1 or geo.P >= _PER_IMAGE_MIN_P else 0
 
 
-def output_grad_operands(dy, geo: Geometry, c: Chunk, grad=None) -> tuple[list, int]:
-    """The chunk's block of ``dy`` as GEMM operands ``(groups, Fg, positions)`` and the
-    positions each covers: views of ``dy``, one per image, when ``grad`` is None (see
-    :func:`_per_image`); else one operand, ``grad``, filled with the whole chunk."""
+def output_grad_operands(dy, geo: Geometry, c: Chunk, grad=None) -> np.ndarray:
+    """The chunk's block of ``dy`` as stacked GEMM operands ``(groups, k, Fg, positions)``:
+    views of ``dy``, one per image (``k = n``), when ``grad`` is None (see
+    :func:`_per_image`); else ``grad (groups, Fg, n*positions)`` filled with the whole
+    chunk (``k = 1``)."""
     if grad is None:
-        return [_block(dy[n], geo, geo.Fg, c) for n in range(c.n0, c.n1)], (c.oh1 - c.oh0) * geo.OW
+        return _blocks(dy, geo, geo.Fg, c)
     np.copyto(_as_filter_major(grad, geo, c.n1 - c.n0), dy[c.n0 : c.n1])
-    return [grad], grad.shape[-1]
+    return grad[:, None]
 
 
 def _forward_im2col(x, wm, b, geo: Geometry, y, c: Chunk) -> None:
@@ -279,11 +299,10 @@ def _forward_im2col(x, wm, b, geo: Geometry, y, c: Chunk) -> None:
     im2col_into(x[c.n0 : c.n1], geo.kernel_args, cols, (c.oh0, c.oh1))  # the first C*KH*KW rows
     cols[geo.C * geo.KH * geo.KW :] = 1
     if per:
-        for i in range(n):
-            out = _block(y[c.n0 + i], geo, geo.Fg, c)
-            matmul_each(wm, cols[:, i * per : (i + 1) * per].reshape(geo.groups, -1, per), out)
-            if b is not None:
-                add_bias(y, b, (c.n0 + i, c.n0 + i + 1), (c.oh0, c.oh1))
+        cols_g = _by_image(cols, n).reshape(n, geo.groups, -1, per).transpose(1, 0, 2, 3)
+        matmul_each(wm, cols_g, _blocks(y, geo, geo.Fg, c))
+        if b is not None:
+            add_bias(y, b, (c.n0, c.n1), (c.oh0, c.oh1))
         return
     matmul_each(wm, cols.reshape(geo.groups, -1, m), out)
     if b is None:
@@ -308,21 +327,19 @@ def forward(x, w, b, geo: Geometry, y) -> None:
     run_plan(work, plan)
 
 
-def _backward_pointwise(x, dy, wm, geo: Geometry, dx, dw, part, c: Chunk) -> None:
+def _backward_pointwise(x, dy, wm, geo: Geometry, dx, dw, c: Chunk) -> None:
     """Per image and group: ``dx[n] = w.T @ dy[n]`` and ``dw += dy[n] @ x[n].T``, for the
-    chunk's channels (each only when its array is given)."""
-    for n in range(c.n0, c.n1):
-        dys = dy[n].reshape(geo.groups, geo.Fg, -1)
-        for g, r0, r1, _ in _segments(geo, c, 1):
-            channels = slice(g * geo.Cg + r0, g * geo.Cg + r1)
-            if dx is not None:
-                np.matmul(wm[g, :, r0:r1].T, dys[g], out=dx[n].reshape(geo.C, -1)[channels])
-            if x is not None:
-                np.matmul(dys[g], x[n].reshape(geo.C, -1)[channels].T, out=part[g, :, r0:r1])
-                dw[g, :, r0:r1] += part[g, :, r0:r1]
+    chunk's channels (each only when its array is given), stacked over its images."""
+    dys = _blocks(dy, geo, geo.Fg, c)
+    for g, r0, r1, _ in _segments(geo, c, 1):
+        if dx is not None:
+            np.matmul(wm[g, :, r0:r1].T, dys[g], out=_blocks(dx, geo, geo.Cg, c)[g][:, r0:r1])
+        if x is not None:
+            xs = _blocks(x, geo, geo.Cg, c)[g][:, r0:r1]
+            add_products(dw[g, :, r0:r1], dys[g], xs.transpose(0, 2, 1), False)
 
 
-def _backward_im2col(x, dy, wm, geo: Geometry, dx, dw, part, c: Chunk) -> None:
+def _backward_im2col(x, dy, wm, geo: Geometry, dx, dw, c: Chunk) -> None:
     """Recompute the columns of the chunk's channels and add ``dy @ cols.T`` into dw
     (given x); add ``col2im(w.T @ dy)`` into dx, the first band of an image overwriting
     it (given dx). A dw one column wider than ``wm`` (see :func:`_bias_in_gemm`) also
@@ -332,26 +349,27 @@ def _backward_im2col(x, dy, wm, geo: Geometry, dx, dw, part, c: Chunk) -> None:
     per_channel = geo.KH * geo.KW
     rows = (c.c1 - c.c0) * per_channel
     ones = 0 if x is None else dw.shape[2] - wm.shape[2]  # one segment when 1 (one group)
-    per = _per_image(geo, c)
     # columns for the weight gradient (given x), their gradient for dx (given dx)
     shapes = [(rows + ones if x is not None else 0, m), (rows if dx is not None else 0, m)]
-    if per:
+    if _per_image(geo, c):
         (cols, dcols), grad = scratch(dy.dtype, *shapes), None
     else:  # whole images, every channel
         cols, dcols, grad = scratch(dy.dtype, *shapes, (geo.groups, geo.Fg, m))
-    grads, per = output_grad_operands(dy, geo, c, grad)
+    grads = output_grad_operands(dy, geo, c, grad)
+    k = grads.shape[1]
     if x is not None:
         im2col_into(x[c.n0 : c.n1, c.c0 : c.c1], geo.kernel_args, cols, (c.oh0, c.oh1))
         cols[rows:] = 1
-    for i, grad in enumerate(grads):
-        positions = slice(i * per, (i + 1) * per)
-        for g, r0, r1, k in _segments(geo, c, per_channel):
-            if x is not None:
-                r1w = r1 + ones
-                np.matmul(grad[g], cols[k : k + r1w - r0, positions].T, out=part[g, :, r0:r1w])
-                dw[g, :, r0:r1w] += part[g, :, r0:r1w]
-            if dx is not None:
-                np.matmul(wm[g, :, r0:r1].T, grad[g], out=dcols[k : k + r1 - r0, positions])
+        cols_k, column_major = _by_image(cols, k), _column_major(dy.dtype, geo)
+    dcols_k = _by_image(dcols, k) if dx is not None else None
+    for g, r0, r1, at in _segments(geo, c, per_channel):
+        if x is not None:
+            r1w = r1 + ones
+            add_products(
+                dw[g, :, r0:r1w], grads[g], cols_k[:, at : at + r1w - r0].transpose(0, 2, 1), column_major
+            )
+        if dx is not None:
+            np.matmul(wm[g, :, r0:r1].T, grads[g], out=dcols_k[:, at : at + r1 - r0])
     if dx is not None:
         col2im_into(
             dcols, geo.kernel_args, dx[c.n0 : c.n1, c.c0 : c.c1], (c.oh0, c.oh1), overwrite=c.oh0 == 0
@@ -371,15 +389,11 @@ def backward(x, w, dy, geo: Geometry, dx, db=None) -> np.ndarray | None:
     shape = (geo.groups, geo.Fg, geo.window_rows + ones)
 
     def work(chunks):
-        dw, part = (
-            (None, None)
-            if x is None
-            else (np.zeros(shape, wm.dtype), _weight_grad_product(shape, wm.dtype, geo))
-        )
+        dw = None if x is None else np.zeros(shape, wm.dtype)
         db_part = None if db is None or ones else np.zeros_like(db)
         for c in chunks:
             add_chunk_bias_grad(dy, c, db_part)
-            chunk_backward(x, dy, wm, geo, dx, dw, part, c)
+            chunk_backward(x, dy, wm, geo, dx, dw, c)
         return dw, db_part
 
     partial = run_plan(work, plan)
