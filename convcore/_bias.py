@@ -7,6 +7,10 @@ cache. The bias is added by a Numba kernel: over a float32 batch of 64x32x32x32 
 thread, NumPy's broadcast add took 0.57 ms and the kernel 0.30 ms. The gradient is a
 BLAS product with a vector of ones, as fast here as a kernel (forward+backward of the
 anchors, interleaved), without a kernel to compile on first use (~0.25 s per dtype).
+Callers outside the engines' thread plans run it inside
+:func:`convcore._blas.single_threaded_blas`: BLAS threads left spinning after a large
+product slowed the next convolution's threads (a transposed convolution with a bias,
+then a 3x3 layer: 1.9x the time).
 """
 
 from __future__ import annotations
@@ -14,7 +18,6 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from convcore._blas import single_threaded_blas
 from convcore._numba import _jit, check_contiguous
 
 
@@ -73,13 +76,9 @@ def bias_grad(dy: np.ndarray, out: np.ndarray, images=None, rows=None) -> np.nda
     n0, n1, p0, p1 = _block(dy, images, rows)
     F, P = dy.shape[1], dy.shape[2] * dy.shape[3]
     ones = np.ones(p1 - p0, dy.dtype)
-    # one BLAS thread, also outside the engines' thread plans: BLAS threads left spinning
-    # after a large product slowed the next convolution's threads (a transposed
-    # convolution with a bias, then a 3x3 layer: 1.9x the time)
-    with single_threaded_blas():
-        if (p0, p1) == (0, P):  # whole planes: one product over every image's rows
-            out += (dy[n0:n1].reshape(-1, P) @ ones).reshape(n1 - n0, F).sum(axis=0)
-        else:
-            for n in range(n0, n1):
-                out += dy[n].reshape(F, P)[:, p0:p1] @ ones
+    if (p0, p1) == (0, P):  # whole planes: one product over every image's rows
+        out += (dy[n0:n1].reshape(-1, P) @ ones).reshape(n1 - n0, F).sum(axis=0)
+    else:
+        for n in range(n0, n1):
+            out += dy[n].reshape(F, P)[:, p0:p1] @ ones
     return out

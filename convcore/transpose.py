@@ -17,6 +17,7 @@ import numpy as np
 
 from convcore import _gemm
 from convcore._bias import add_bias, bias_grad
+from convcore._blas import single_threaded_blas
 from convcore._checks import output_grad
 from convcore._geometry import Geometry, as_int, as_pair, check_ndim, padding_sides, resolve_dtypes
 
@@ -204,7 +205,10 @@ def conv_transpose2d_backward(dy, cache: TransposeCache):
     geo = cache.geo
     dy = output_grad(dy, (geo.N, geo.C, geo.H, geo.W), cache.x.dtype)
     dx, dw = _backward(dy, cache)
-    db = bias_grad(dy, np.zeros(geo.C, dy.dtype)) if cache.has_bias else None
+    db = None
+    if cache.has_bias:
+        with single_threaded_blas():  # see convcore._bias
+            db = bias_grad(dy, np.zeros(geo.C, dy.dtype))
     return tuple(None if a is None else a.astype(cache.out_dtype, copy=False) for a in (dx, dw, db))
 
 
