@@ -46,16 +46,21 @@ _PER_IMAGE_MIN_P = 1024
 
 
 def add_products(dw: np.ndarray, a: np.ndarray, b: np.ndarray, column_major: bool) -> None:
-    """``dw += a[0] @ b[0] + ... + a[k-1] @ b[k-1]`` for stacks ``a (k, r, s)`` and
-    ``b (k, s, t)``: one stacked product into an array laid out as ``column_major`` says
-    (see :func:`_column_major`), then summed over the stack. The products live outside
-    the workspace: ``k*r*t`` values, which for a stack of per-image products (see
-    :func:`_per_image`) is fewer than the chunk's columns unless the filters outnumber
-    an image's output positions."""
-    k, r, t = a.shape[0], a.shape[1], b.shape[2]
-    part = np.empty((k, t, r), dw.dtype).transpose(0, 2, 1) if column_major else np.empty((k, r, t), dw.dtype)
+    """``dw += a[..., 0, :, :] @ b[..., 0, :, :] + ... (k terms)`` for stacks
+    ``a (..., k, r, s)`` and ``b (..., k, s, t)`` of one leading shape, into
+    ``dw (..., r, t)``: one stacked product into an array laid out as ``column_major``
+    says (see :func:`_column_major`), then summed over the stack. The products live
+    outside the workspace: ``k*r*t`` values (per leading index), which for a stack of
+    per-image products (see :func:`_per_image`) is fewer than the chunk's columns unless
+    the filters outnumber an image's output positions."""
+    lead, r, t = a.shape[:-2], a.shape[-2], b.shape[-1]
+    part = (
+        np.empty((*lead, t, r), dw.dtype).swapaxes(-1, -2)
+        if column_major
+        else np.empty((*lead, r, t), dw.dtype)
+    )
     np.matmul(a, b, out=part)
-    dw += part[0] if k == 1 else part.sum(axis=0)
+    dw += part[..., 0, :, :] if lead[-1] == 1 else part.sum(axis=-3)
 
 
 def _column_major(dtype, geo: Geometry) -> bool:
@@ -216,16 +221,17 @@ def weight_matrix(w: np.ndarray, geo: Geometry) -> np.ndarray:
 
 
 def matmul_each(a, b, out) -> None:
-    """``out[i] = a[i] @ b[i]`` for each leading index ``i`` (a group); ``b[i]`` and
-    ``out[i]`` may be stacks of a chunk's images, multiplied in one NumPy call.
+    """``out[i] = a[i] @ b[i]`` for each leading index ``i`` (a group) of ``a (G, r, s)``,
+    ``b (G, [n,] s, t)`` and ``out (G, [n,] r, t)``: every group (and every image of a
+    stack of them) in one NumPy call.
 
-    One call per group and chunk, not per image: NumPy releases the GIL for the whole
-    stack, and per-image calls made two threads wait on each other for it between
-    products (forward of 64x3x32x32 on two threads: 1.68 ms with a call per image,
-    1.01 ms with one per chunk).
+    One call, not one per group or image: NumPy releases the GIL for the whole stack,
+    and per-image calls made two threads wait on each other for it between products
+    (forward of 64x3x32x32 on two threads: 1.68 ms with a call per image, 1.01 ms with
+    one per chunk; 4 groups of 16x28x28 and 16x56x56 images: 0.95-0.99 of a call per
+    group).
     """
-    for i in range(out.shape[0]):
-        np.matmul(a[i], b[i], out=out[i])
+    np.matmul(a[:, None] if b.ndim == 4 else a, b, out=out)
 
 
 def _blocks(a: np.ndarray, geo: Geometry, per_group: int, c: Chunk) -> np.ndarray:
@@ -245,17 +251,30 @@ def _as_filter_major(a: np.ndarray, geo: Geometry, n: int) -> np.ndarray:
     return a.reshape(geo.F, n, geo.OH, geo.OW).transpose(1, 0, 2, 3)
 
 
-def _segments(geo: Geometry, c: Chunk, per_channel: int) -> list[tuple[int, int, int, int]]:
-    """For each group meeting channels ``[c0, c1)``: ``(g, r0, r1, k)``, the group, the
-    rows ``[r0, r1)`` of its weight matrix that those channels own, and the row ``k`` where
-    they start in the chunk's columns (``per_channel`` rows per channel)."""
+def _segments(geo: Geometry, c: Chunk, per_channel: int) -> list[tuple[int, int, int, int, int]]:
+    """The groups meeting channels ``[c0, c1)`` as ``(g0, g1, r0, r1, at)``: groups
+    ``[g0, g1)``, the rows ``[r0, r1)`` of each one's weight matrix that those channels
+    own, and the row ``at`` where the first starts in the chunk's columns
+    (``per_channel`` rows per channel, the groups' rows one after another). Whole
+    groups side by side make one segment, a group cut by the chunk's ends one of its
+    own, so each segment's products are one stacked call."""
     out = []
     for g in range(c.c0 // geo.Cg, (c.c1 - 1) // geo.Cg + 1):
         lo, hi = max(c.c0, g * geo.Cg), min(c.c1, (g + 1) * geo.Cg)
-        out.append(
-            (g, (lo - g * geo.Cg) * per_channel, (hi - g * geo.Cg) * per_channel, (lo - c.c0) * per_channel)
-        )
+        r0, r1 = (lo - g * geo.Cg) * per_channel, (hi - g * geo.Cg) * per_channel
+        whole = r1 - r0 == geo.Cg * per_channel
+        if out and whole and out[-1][3] - out[-1][2] == r1 - r0:  # extends a run of whole groups
+            out[-1] = (out[-1][0], g + 1, *out[-1][2:])
+        else:
+            out.append((g, g + 1, r0, r1, (lo - c.c0) * per_channel))
     return out
+
+
+def _rows_by_group(a: np.ndarray, at: int, groups: int, rows: int) -> np.ndarray:
+    """View rows ``[at, at + groups*rows)`` of ``a (k, rows, m)`` as
+    ``(groups, k, rows, m)``."""
+    k, m = a.shape[0], a.shape[2]
+    return a[:, at : at + groups * rows].reshape(k, groups, rows, m).transpose(1, 0, 2, 3)
 
 
 def _forward_pointwise(x, wm, b, geo: Geometry, y, c: Chunk) -> None:
@@ -329,14 +348,16 @@ def forward(x, w, b, geo: Geometry, y) -> None:
 
 def _backward_pointwise(x, dy, wm, geo: Geometry, dx, dw, c: Chunk) -> None:
     """Per image and group: ``dx[n] = w.T @ dy[n]`` and ``dw += dy[n] @ x[n].T``, for the
-    chunk's channels (each only when its array is given), stacked over its images."""
+    chunk's channels (each only when its array is given), stacked over its images and
+    whole groups."""
     dys = _blocks(dy, geo, geo.Fg, c)
-    for g, r0, r1, _ in _segments(geo, c, 1):
+    for g0, g1, r0, r1, _ in _segments(geo, c, 1):
+        wt = wm[g0:g1, :, r0:r1].transpose(0, 2, 1)
         if dx is not None:
-            np.matmul(wm[g, :, r0:r1].T, dys[g], out=_blocks(dx, geo, geo.Cg, c)[g][:, r0:r1])
+            np.matmul(wt[:, None], dys[g0:g1], out=_blocks(dx, geo, geo.Cg, c)[g0:g1, :, r0:r1])
         if x is not None:
-            xs = _blocks(x, geo, geo.Cg, c)[g][:, r0:r1]
-            add_products(dw[g, :, r0:r1], dys[g], xs.transpose(0, 2, 1), False)
+            xs = _blocks(x, geo, geo.Cg, c)[g0:g1, :, r0:r1]
+            add_products(dw[g0:g1, :, r0:r1], dys[g0:g1], xs.transpose(0, 1, 3, 2), False)
 
 
 def _backward_im2col(x, dy, wm, geo: Geometry, dx, dw, c: Chunk) -> None:
@@ -362,14 +383,13 @@ def _backward_im2col(x, dy, wm, geo: Geometry, dx, dw, c: Chunk) -> None:
         cols[rows:] = 1
         cols_k, column_major = _by_image(cols, k), _column_major(dy.dtype, geo)
     dcols_k = _by_image(dcols, k) if dx is not None else None
-    for g, r0, r1, at in _segments(geo, c, per_channel):
-        if x is not None:
-            r1w = r1 + ones
-            add_products(
-                dw[g, :, r0:r1w], grads[g], cols_k[:, at : at + r1w - r0].transpose(0, 2, 1), column_major
-            )
+    for g0, g1, r0, r1, at in _segments(geo, c, per_channel):
+        if x is not None:  # the ones row, if any, follows the only group's rows
+            cols_s = _rows_by_group(cols_k, at, g1 - g0, r1 + ones - r0).transpose(0, 1, 3, 2)
+            add_products(dw[g0:g1, :, r0 : r1 + ones], grads[g0:g1], cols_s, column_major)
         if dx is not None:
-            np.matmul(wm[g, :, r0:r1].T, grads[g], out=dcols_k[:, at : at + r1 - r0])
+            wt = wm[g0:g1, :, r0:r1].transpose(0, 2, 1)
+            np.matmul(wt[:, None], grads[g0:g1], out=_rows_by_group(dcols_k, at, g1 - g0, r1 - r0))
     if dx is not None:
         col2im_into(
             dcols, geo.kernel_args, dx[c.n0 : c.n1, c.c0 : c.c1], (c.oh0, c.oh1), overwrite=c.oh0 == 0

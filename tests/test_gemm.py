@@ -67,6 +67,8 @@ def test_every_split_of_the_transposed_convolution_agrees_with_reference(threads
     "x_shape, w_shape, opts",
     [
         ((1, 6, 9, 7), (6, 2, 3, 3), dict(groups=3, padding=1)),  # channel split across groups
+        ((1, 8, 7, 7), (8, 2, 3, 3), dict(groups=4, padding=1)),  # ... runs of whole groups stacked
+        ((1, 8, 5, 5), (4, 2, 1, 1), dict(groups=4)),  # pointwise, one image, channels split
         ((1, 5, 8, 8), (4, 5, 1, 1), {}),  # pointwise, one image
         ((2, 4, 6, 6), (6, 2, 1, 1), dict(groups=2)),  # pointwise, grouped, images split
         ((1, 3, 11, 10), (2, 3, 3, 2), dict(stride=(2, 3), padding=((2, 0), (1, 1)), dilation=(2, 1))),
@@ -78,6 +80,33 @@ def test_splits_of_edge_configurations(x_shape, w_shape, opts, threads, chunk_by
     cfg = dict(x=x_shape, w=w_shape, bias=True)
     with split_work(threads, chunk_bytes):
         assert_agrees_with_reference(ENGINE, REFERENCE, *arrays_for(cfg, 5), opts)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("w_shape, opts", [((6, 4, 3, 3), dict(padding=1)), ((6, 2, 3, 3), dict(groups=2))])
+def test_stacked_products_of_several_images(monkeypatch, w_shape, opts, threads):
+    """Every image multiplied straight out of its own columns and into y (one stacked
+    product per chunk), several images to a chunk, with and without groups."""
+    monkeypatch.setattr(_gemm, "_PER_IMAGE_MIN_P", 1)
+    cfg = dict(x=(5, 4, 6, 5), w=w_shape, bias=True)
+    with split_work(threads, 1 << 20):
+        assert_agrees_with_reference(ENGINE, REFERENCE, *arrays_for(cfg, 6), opts)
+
+
+@pytest.mark.parametrize(
+    "channels, want",
+    [
+        ((0, 8), [(0, 4, 0, 18, 0)]),  # every group whole: one segment
+        ((1, 7), [(0, 1, 9, 18, 0), (1, 3, 0, 18, 9), (3, 4, 0, 9, 45)]),  # cut at both ends
+        ((2, 5), [(1, 2, 0, 18, 0), (2, 3, 0, 9, 18)]),
+        ((3, 4), [(1, 2, 9, 18, 0)]),  # inside one group
+    ],
+)
+def test_segments_stack_runs_of_whole_groups(channels, want):
+    """Groups of 2 channels, 3x3 windows: 18 weight rows a group, 9 a channel."""
+    geo = conv_geometry((1, 8, 5, 5), (4, 2, 3, 3), 1, 0, 1, 4)
+    chunk = _gemm.Chunk(0, 1, 0, geo.OH, *channels)
+    assert _gemm._segments(geo, chunk, geo.KH * geo.KW) == want
 
 
 def _covered(plan, geo, axes):
