@@ -1,9 +1,11 @@
 """The Winograd, channels-last and depthwise engines against im2col + GEMM on the same layers.
 
-    python benchmarks/engine_paths.py [--repeats 5] [--only winograd|channels_last|depthwise|multiplier]
+    python benchmarks/engine_paths.py [--repeats 5] [--only winograd|channels_last|depthwise|multiplier|threads]
 
 ``multiplier``: layers with one input channel and several filters per group on the
-depthwise loops.
+depthwise loops. ``threads``: small layers on the engine convcore picks for them, their
+im2col + GEMM work split over two threads against kept on one (the threshold
+``convcore._gemm._MIN_PARALLEL_WORK``).
 
 Forward+backward of each layer with the engine forced onto each path (``conv._FORCE``),
 the two paths interleaved, median of the per-round medians; printed as milliseconds and
@@ -17,7 +19,7 @@ import time
 import numpy as np
 
 import convcore as cc
-from convcore import conv
+from convcore import _gemm, conv
 
 # N, C, H, W, F, (KH, KW), stride, padding, dilation
 WINOGRAD = [  # 3x3, stride 1, padding 1
@@ -62,12 +64,61 @@ MULTIPLIER = [  # one channel and several filters per group, on the depthwise lo
     (32, 1, 64, 64, 8, (3, 3), 2, 1, 1, 1),  # 288: stays on im2col
     (1, 1, 224, 224, 8, (3, 3), 1, 1, 1, 1),  # a batch of 1: stays on im2col
 ]
-# name: (the path forced, its layers)
+THREADS = [  # small layers either side of the two-thread threshold
+    (1, 16, 32, 32, 16, (3, 3), 1, 1, 1),  # b1_c16_32x32_k3
+    (2, 16, 32, 32, 16, (3, 3), 1, 1, 1),
+    (4, 16, 32, 32, 16, (3, 3), 1, 1, 1),
+    (8, 16, 32, 32, 16, (3, 3), 1, 1, 1),
+    (2, 32, 16, 16, 32, (3, 3), 1, 1, 1),
+    (4, 32, 16, 16, 32, (3, 3), 1, 1, 1),
+    (8, 8, 24, 24, 16, (3, 3), 1, 1, 1),
+    (16, 8, 16, 16, 16, (3, 3), 1, 1, 1),
+    (16, 3, 32, 32, 16, (3, 3), 1, 1, 1),
+    (4, 8, 48, 48, 8, (3, 3), 1, 1, 1),
+    (1, 32, 32, 32, 32, (3, 3), 1, 1, 1),
+    (16, 12, 37, 29, 24, (5, 5), 3, 2, 1),  # odd_c12_37x29_k5s3
+    (32, 3, 32, 32, 32, (3, 3), 1, 1, 1),
+]
+
+
+def _force_path(path):
+    def apply():
+        conv._FORCE = path
+
+    return apply
+
+
+def _split(on: bool):
+    def apply():
+        _gemm._MIN_PARALLEL_WORK = 0 if on else 1 << 62
+
+    return apply
+
+
+# name: (title, {setting: how to apply it}, its layers); each ratio is the second setting
+# over the first
 ENGINES = {
-    "winograd": ("winograd", WINOGRAD),
-    "channels_last": ("channels_last", CHANNELS_LAST),
-    "depthwise": ("depthwise", DEPTHWISE),
-    "multiplier": ("depthwise", MULTIPLIER),
+    "winograd": (
+        "winograd / gemm",
+        {"gemm": _force_path("gemm"), "winograd": _force_path("winograd")},
+        WINOGRAD,
+    ),
+    "channels_last": (
+        "channels_last / gemm",
+        {"gemm": _force_path("gemm"), "channels_last": _force_path("channels_last")},
+        CHANNELS_LAST,
+    ),
+    "depthwise": (
+        "depthwise / gemm",
+        {"gemm": _force_path("gemm"), "depthwise": _force_path("depthwise")},
+        DEPTHWISE,
+    ),
+    "multiplier": (
+        "depthwise / gemm",
+        {"gemm": _force_path("gemm"), "depthwise": _force_path("depthwise")},
+        MULTIPLIER,
+    ),
+    "threads": ("two threads / one", {"one": _split(False), "two": _split(True)}, THREADS),
 }
 
 
@@ -81,8 +132,8 @@ def _median_ms(run, reps: int = 10) -> float:
     return float(np.median(times)) * 1e3
 
 
-def compare(engine: str, layer, dtype, repeats: int, rng) -> tuple[float, float]:
-    """Median forward+backward milliseconds on 'gemm' and on ``engine``, interleaved."""
+def compare(settings: dict, layer, dtype, repeats: int, rng) -> list[float]:
+    """Median forward+backward milliseconds under each of ``settings``, interleaved."""
     N, C, H, W, F, kernel, stride, padding, dilation, *groups = layer
     groups = groups[0] if groups else 1
     opts = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
@@ -94,15 +145,16 @@ def compare(engine: str, layer, dtype, repeats: int, rng) -> tuple[float, float]
     def run():
         cc.conv2d_backward(dy, cc.conv2d_forward(x, w, b, **opts)[1])
 
-    rounds = {path: [] for path in ("gemm", engine)}
+    rounds = {name: [] for name in settings}
+    saved = _gemm._MIN_PARALLEL_WORK
     try:
         for _ in range(repeats):
-            for path in rounds:
-                conv._FORCE = path
-                rounds[path].append(_median_ms(run))
+            for name, apply in settings.items():
+                apply()
+                rounds[name].append(_median_ms(run))
     finally:
-        conv._FORCE = None
-    return float(np.median(rounds["gemm"])), float(np.median(rounds[engine]))
+        conv._FORCE, _gemm._MIN_PARALLEL_WORK = None, saved
+    return [float(np.median(r)) for r in rounds.values()]
 
 
 def main():
@@ -111,10 +163,11 @@ def main():
     parser.add_argument("--only", choices=list(ENGINES))
     args = parser.parse_args()
     rng = np.random.default_rng(0)
-    for name, (engine, layers) in ENGINES.items():
+    for name, (title, settings, layers) in ENGINES.items():
         if args.only not in (None, name):
             continue
-        print(f"{engine} / gemm")
+        print(title)
+        first, second = settings
         for layer in layers:
             N, C, H, W, F, (KH, KW), s, p, d, *g = layer
             label = (
@@ -124,10 +177,10 @@ def main():
                 + ("" if not g or g[0] == 1 else " dw" if g[0] == F else f" g{g[0]}")
             )
             for dtype in (np.float32, np.float64):
-                gemm, other = compare(engine, layer, dtype, args.repeats, rng)
+                a, b = compare(settings, layer, dtype, args.repeats, rng)
                 print(
-                    f"  {label:30s} {np.dtype(dtype).name:8s} gemm {gemm:8.2f} ms  {engine} {other:8.2f} ms"
-                    f"  ratio {other / gemm:.2f}",
+                    f"  {label:30s} {np.dtype(dtype).name:8s} {first} {a:8.2f} ms  {second} {b:8.2f} ms"
+                    f"  ratio {b / a:.2f}",
                     flush=True,
                 )
 

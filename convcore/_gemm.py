@@ -37,10 +37,14 @@ from convcore.workspace import fit_workspace, get_workspace_limit, scratch
 # Scratch per chunk when the batch is split over threads (measured on the anchor suite:
 # see README, Performance); the workspace limit caps it further.
 _CHUNK_BYTES = 8 << 20
-# Below this many multiply-adds a call runs on the calling thread only: handing work to
-# the pool costs ~0.1 ms here. Split over two threads, the b1_c16_32x32_k3 anchor (2.4M)
-# ran 2x slower and lenet_c1_28_k5 (5.5M) 10-20% faster.
-_MIN_PARALLEL_MACS = 1 << 22
+# Below this much work (multiply-adds times the itemsize) a call runs on the calling
+# thread only: a split over two threads costs ~0.2 ms a call here (waking the pool thread,
+# and each thread waiting for the GIL the other holds between its NumPy and kernel calls).
+# Forward+backward on two threads against one (benchmarks/engine_paths.py --only threads):
+# float32 1.09-2.07x the time below 32M (b1_c16_32x32_k3, 9.4M: 2.07), one layer 0.94;
+# 0.70-0.82 from 38M, bar layers of one or two images a thread (1.14-1.27); float64 1.54
+# on b1_c16_32x32_k3 (19M), 0.62-0.95 from 38M bar one (1.13).
+_MIN_PARALLEL_WORK = 1 << 25
 # Images with at least this many output positions are multiplied one at a time.
 _PER_IMAGE_MIN_P = 1024
 
@@ -165,7 +169,7 @@ def backward_plan(
 
 
 def _settings() -> tuple[int, int, int, int]:
-    return thread_count(), get_workspace_limit(), _CHUNK_BYTES, _MIN_PARALLEL_MACS
+    return thread_count(), get_workspace_limit(), _CHUNK_BYTES, _MIN_PARALLEL_WORK
 
 
 @functools.lru_cache(maxsize=256)
@@ -178,14 +182,14 @@ def _plan(
     threads,
     limit,
     chunk_bytes,
-    min_macs,
+    min_work,
 ):
     """Cached: a layer runs the same geometry call after call, and planning costs ~10 us."""
     everything = ((0, geo.N), (0, geo.OH), (0, geo.C))
     units = (geo.N, -(-geo.OH // tile), geo.C)  # rows are split in whole tiles
     extent = units[small_batch_axis]
     macs = geo.N * geo.F * geo.P * geo.Cg * geo.KH * geo.KW
-    threads = max(1, min(threads, max(geo.N, extent))) if macs >= min_macs else 1
+    threads = max(1, min(threads, max(geo.N, extent))) if macs * itemsize >= min_work else 1
     budget = min(limit // threads, chunk_bytes)  # per thread: its share, at most chunk_bytes
     if tile == 2:  # Winograd's three tile arrays are each padded by up to two cache lines a plane
         budget = max(budget - 3 * 16 * 128, 0)
