@@ -45,7 +45,9 @@ _CHUNK_BYTES = 8 << 20
 # 0.70-0.82 from 38M, bar layers of one or two images a thread (1.14-1.27); float64 1.54
 # on b1_c16_32x32_k3 (19M), 0.62-0.95 from 38M bar one (1.13).
 _MIN_PARALLEL_WORK = 1 << 25
-# Images with at least this many output positions are multiplied one at a time.
+# Images with at least this many output positions are multiplied image by image (one
+# stacked call for a chunk's images) straight into y and out of dy; 256 and 1 measured
+# 0.98-1.13 of this on 16 to 28 wide layers, so smaller images keep the transposes.
 _PER_IMAGE_MIN_P = 1024
 
 
@@ -289,9 +291,10 @@ def _forward_pointwise(x, wm, b, geo: Geometry, y, c: Chunk) -> None:
 
 
 def _per_image(geo: Geometry, c: Chunk) -> int:
-    """Output positions per GEMM: one image's (rows) at a time, multiplying straight into
-    ``y`` and out of ``dy``, or 0 for one GEMM over the whole chunk, whose product and
-    output gradient are transposed through the workspace (cheaper for small images)."""
+    """Output positions per GEMM: one image's (rows), the chunk's images stacked in one
+    call, multiplying straight into ``y`` and out of ``dy``; or 0 for one GEMM over the
+    whole chunk, whose product and output gradient are transposed through the workspace
+    (cheaper for small images)."""
     n, m = c.n1 - c.n0, (c.oh1 - c.oh0) * geo.OW
     return m if n == 1 or geo.P >= _PER_IMAGE_MIN_P else 0
 

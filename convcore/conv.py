@@ -91,14 +91,14 @@ _DIRECT_MAX_MACS = 1 << 14
 _FORCE: str | None = None
 # Winograd needs this many channels and filters: its transforms cost the same per input
 # and output element whatever C and F, while the GEMMs it saves scale with C*F (on 3
-# input channels it ran 1.5-2.0x slower than im2col + GEMM; benchmarks/engine_paths.py).
+# input channels it ran 2.3-2.4x slower than im2col + GEMM; benchmarks/engine_paths.py).
 _WINOGRAD_MIN_CHANNELS = 8
 # ... and this many multiply-adds: its kernels take ~2.5 s per dtype to compile on first
 # use (more than the rest of convcore), which only a large layer pays back.
 _WINOGRAD_MIN_MACS = 1 << 26
 # It also needs an image per thread (split by rows and channels, a batch of 1 on two
 # threads ran up to 2.6x slower than im2col + GEMM) and, in float32, outputs at least
-# this wide (16x16 outputs ran 1.05-1.07x slower; 32 to 64 wide, 0.67-0.85x).
+# this wide (16x16 outputs ran 1.05-1.07x slower; 32 to 64 wide, 0.70-0.80x).
 _WINOGRAD_MIN_WIDTH_F32 = 24
 # float32 layers with outputs at most this wide and at least this many channels run on a
 # channels-last copy of the input (:mod:`convcore._channels_last`). Forward+backward
