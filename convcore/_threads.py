@@ -1,7 +1,7 @@
 """Thread-level parallelism: a small pool of Python threads shared by every call.
 
 :func:`run_split` hands contiguous ranges of independent jobs of a serial Numba kernel
-(the depthwise loops) to the pool; :func:`run_tasks` runs the im2col + GEMM engine's
+(the depthwise loops) to the pool, :func:`run_splits` those of several kernels at once; :func:`run_tasks` runs the im2col + GEMM engine's
 per-thread shares. The kernels and BLAS release the GIL. A task already running on the
 pool that asks for more parallel work runs it itself (waiting on the pool from inside it
 could deadlock). Python threads are used rather than Numba's ``parallel=True``: an OpenMP or
@@ -19,7 +19,7 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor, wait
 
-__all__ = ["even_ranges", "run_split", "run_tasks", "thread_count"]
+__all__ = ["even_ranges", "run_split", "run_splits", "run_tasks", "thread_count"]
 
 # below this many written elements a kernel runs on the calling thread only
 _MIN_PARALLEL_WORK = 1 << 16
@@ -81,9 +81,24 @@ def even_ranges(n: int, parts: int) -> list[tuple[int, int]]:
 def run_split(kernel, args, n_jobs: int, work: int) -> None:
     """Run ``kernel(*args, lo, hi)`` over ``[0, n_jobs)``, split across threads when
     ``work`` (elements written) is large enough to pay for it."""
-    threads = min(_THREADS, n_jobs) if work >= _MIN_PARALLEL_WORK else 1
-    ranges = even_ranges(n_jobs, max(threads, 1))
-    run_tasks([functools.partial(kernel, *args, lo, hi) for lo, hi in ranges])
+    run_splits([(kernel, args, n_jobs)], work)
+
+
+def run_splits(splits, work: int) -> None:
+    """:func:`run_split` for each ``(kernel, args, n_jobs)`` of ``splits``, one after the
+    other on each thread: a thread runs its range of every split in one task, so the
+    whole list costs one hand-off to the pool (~0.1 ms here, the time it takes to wake a
+    pool thread and for the threads to pass the GIL). The kernels must be independent:
+    a thread may start the second before another has finished the first."""
+    threads = max(1, min(_THREADS, max(n for *_, n in splits))) if work >= _MIN_PARALLEL_WORK else 1
+
+    def share(t):
+        for kernel, args, n_jobs in splits:
+            lo, hi = even_ranges(n_jobs, threads)[t]
+            if lo < hi:
+                kernel(*args, lo, hi)
+
+    run_tasks([functools.partial(share, t) for t in range(threads)])
 
 
 def thread_count() -> int:

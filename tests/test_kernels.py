@@ -69,6 +69,31 @@ def test_run_split_covers_every_job_once(monkeypatch, threads):
     np.testing.assert_array_equal(seen, 1)
 
 
+@pytest.mark.parametrize("threads", [1, 3])
+def test_run_splits_covers_every_job_of_each_kernel_once(monkeypatch, threads):
+    """Two kernels in one hand-off, one with fewer jobs than threads: each job of each
+    runs once, and each thread's share of the first kernel before its share of the
+    second."""
+    monkeypatch.setattr(_threads, "_THREADS", threads)
+    many, few = np.zeros(50, np.int64), np.zeros(2, np.int64)
+    calls, lock = [], threading.Lock()
+
+    def job(name, out, lo, hi):
+        with lock:
+            out[lo:hi] += 1
+            calls.append((name, lo, hi))
+
+    _threads.run_splits([(job, ("many", many), 50), (job, ("few", few), 2)], work=1 << 30)
+    np.testing.assert_array_equal(many, 1)
+    np.testing.assert_array_equal(few, 1)
+    shares = zip(_threads.even_ranges(50, threads), _threads.even_ranges(2, threads), strict=True)
+    for first, second in shares:
+        if second[0] < second[1]:  # an empty share is not called
+            assert calls.index(("many", *first)) < calls.index(("few", *second))
+        else:
+            assert ("few", *second) not in calls
+
+
 def _assert_concurrent_runs_match_sequential(run, problems, copies=4):
     """``run(*problem)`` from ``copies`` threads per problem, all at once, gives the same
     bits as one sequential run of each."""
