@@ -95,29 +95,18 @@ def _split(on: bool):
     return apply
 
 
+def _against_gemm(path: str, layers) -> tuple:
+    """``path`` forced against 'gemm' forced, on ``layers``."""
+    return f"{path} / gemm", {"gemm": _force_path("gemm"), path: _force_path(path)}, layers
+
+
 # name: (title, {setting: how to apply it}, its layers); each ratio is the second setting
 # over the first
 ENGINES = {
-    "winograd": (
-        "winograd / gemm",
-        {"gemm": _force_path("gemm"), "winograd": _force_path("winograd")},
-        WINOGRAD,
-    ),
-    "channels_last": (
-        "channels_last / gemm",
-        {"gemm": _force_path("gemm"), "channels_last": _force_path("channels_last")},
-        CHANNELS_LAST,
-    ),
-    "depthwise": (
-        "depthwise / gemm",
-        {"gemm": _force_path("gemm"), "depthwise": _force_path("depthwise")},
-        DEPTHWISE,
-    ),
-    "multiplier": (
-        "depthwise / gemm",
-        {"gemm": _force_path("gemm"), "depthwise": _force_path("depthwise")},
-        MULTIPLIER,
-    ),
+    "winograd": _against_gemm("winograd", WINOGRAD),
+    "channels_last": _against_gemm("channels_last", CHANNELS_LAST),
+    "depthwise": _against_gemm("depthwise", DEPTHWISE),
+    "multiplier": _against_gemm("depthwise", MULTIPLIER),
     "threads": ("two threads / one", {"one": _split(False), "two": _split(True)}, THREADS),
 }
 
