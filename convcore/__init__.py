@@ -8,6 +8,7 @@ Public API (NCHW everywhere)::
     gradcheck                                  # numerical gradient check
     reference                                  # naive loops, the oracle
     get_workspace_limit, set_workspace_limit   # scratch memory bound
+    release_workspace                          # free every thread's scratch buffer
     conv_transpose2d, conv_transpose2d_forward, conv_transpose2d_backward
     max_pool2d, max_pool2d_forward, max_pool2d_backward, max_pool_forward, max_pool_backward
     avg_pool2d, avg_pool2d_forward, avg_pool2d_backward
@@ -30,7 +31,7 @@ from convcore.pooling import (
 )
 from convcore.transpose import conv_transpose2d, conv_transpose2d_backward, conv_transpose2d_forward
 from convcore.windows import col2im, im2col
-from convcore.workspace import get_workspace_limit, set_workspace_limit
+from convcore.workspace import get_workspace_limit, release_workspace, set_workspace_limit
 
 __version__ = "0.1.0"
 
@@ -46,6 +47,7 @@ __all__ = [
     "reference",
     "get_workspace_limit",
     "set_workspace_limit",
+    "release_workspace",
     "conv_transpose2d",
     "conv_transpose2d_forward",
     "conv_transpose2d_backward",

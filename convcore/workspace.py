@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import threading
+import weakref
 
 import numpy as np
 
@@ -60,7 +61,30 @@ def set_workspace_limit(nbytes: int) -> int:
 
 _ALIGN = 64
 _SMALL = 4096  # elements
+
+
+class _Holder:
+    """One thread's workspace buffer, and the offset of its first aligned byte."""
+
+    __slots__ = ("buffer", "aligned", "__weakref__")
+
+    def __init__(self):
+        self.buffer, self.aligned = None, 0
+
+
 _local = threading.local()
+_holders: weakref.WeakSet = weakref.WeakSet()  # every live thread's, for release_workspace
+_holders_lock = threading.Lock()
+
+
+def _holder() -> _Holder:
+    """This thread's holder, registered on first use (it goes when the thread does)."""
+    holder = getattr(_local, "holder", None)
+    if holder is None:
+        holder = _local.holder = _Holder()
+        with _holders_lock:
+            _holders.add(holder)
+    return holder
 
 
 def scratch(dtype, *shapes) -> list[np.ndarray]:
@@ -76,13 +100,15 @@ def scratch(dtype, *shapes) -> list[np.ndarray]:
         return [np.empty(s, dtype=dtype) for s in shapes]
     dtype = np.dtype(dtype)
     sizes = [-(-n * dtype.itemsize // _ALIGN) * _ALIGN for n in counts]
-    buf = getattr(_local, "buffer", None)
+    holder = _holder()
+    buf, start = holder.buffer, holder.aligned
     total = sum(sizes)
     if buf is None or buf.size < total + _ALIGN or buf.size > max(total, _limit) + _ALIGN:
-        _local.buffer = buf = None  # free the old buffer before allocating its successor
+        holder.buffer = buf = None  # free the old buffer before allocating its successor
         buf = np.empty(total + _ALIGN, dtype=np.uint8)
-        _local.buffer, _local.aligned = buf, -buf.__array_interface__["data"][0] % _ALIGN
-    out, start = [], _local.aligned
+        start = -buf.__array_interface__["data"][0] % _ALIGN
+        holder.buffer, holder.aligned = buf, start
+    out = []
     for shape, n, size in zip(shapes, counts, sizes, strict=True):
         out.append(buf[start : start + n * dtype.itemsize].view(dtype).reshape(shape))
         start += size
@@ -92,11 +118,21 @@ def scratch(dtype, *shapes) -> list[np.ndarray]:
 def fit_workspace(nbytes: int) -> None:
     """Free this thread's buffer if it is larger than ``nbytes`` plus alignment (a thread
     whose share of the limit shrank, when a call splits over more threads than the last)."""
-    buf = getattr(_local, "buffer", None)
-    if buf is not None and buf.size > nbytes + _ALIGN:
-        _local.buffer = None
+    holder = _holder()
+    if holder.buffer is not None and holder.buffer.size > nbytes + _ALIGN:
+        holder.buffer = None
 
 
 def release_workspace() -> None:
-    """Free this thread's workspace buffer (it is reallocated on the next convolution)."""
-    _local.buffer = None
+    """Free the workspace buffers of every thread convcore has run on, the pool's
+    included; each is reallocated on that thread's next convolution. Arrays a running
+    convolution carved from one stay valid until it is done with them.
+
+    Examples
+    --------
+    >>> release_workspace()
+    """
+    with _holders_lock:
+        holders = list(_holders)
+    for holder in holders:
+        holder.buffer = None

@@ -171,10 +171,10 @@ def test_threads_together_stay_under_the_limit_after_a_call_on_one_thread():
     try:
         with split_work(1, 1 << 30):  # one thread: the caller's buffer grows past half the limit
             cc.conv2d_backward(np.ones((4, 8, 24, 24)), cc.conv2d_forward(x, w, padding=1)[1])
-            assert workspace._local.buffer.size > (1 << 19) + 64
+            assert workspace._holder().buffer.size > (1 << 19) + 64
         with split_work(2, 1 << 30):  # two threads: each keeps at most half
             cc.conv2d_backward(np.ones((4, 8, 24, 24)), cc.conv2d_forward(x, w, padding=1)[1])
-            assert workspace._local.buffer.size <= (1 << 19) + 64
+            assert workspace._holder().buffer.size <= (1 << 19) + 64
     finally:
         cc.set_workspace_limit(old)
         workspace.release_workspace()

@@ -199,7 +199,7 @@ def test_chunks_respect_the_workspace_limit():
             y = np.empty((4, 32, 40, 40), np.float32)
             _winograd.forward(x, w, None, geo, y)
             _winograd.backward(x, w, y, geo, np.empty_like(x))
-            assert workspace._local.buffer.size <= 10 * per_row + 64
+            assert workspace._holder().buffer.size <= 10 * per_row + 64
     finally:
         cc.set_workspace_limit(old)
 

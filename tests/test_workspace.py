@@ -67,6 +67,27 @@ def test_scratch_reuses_one_buffer():
         assert arr.ctypes.data % 64 == 0
 
 
+def test_release_frees_every_threads_buffer(monkeypatch):
+    """The pool thread's buffer goes too, not only the caller's; the next call reallocates."""
+    from convcore import _gemm, _threads
+
+    monkeypatch.setattr(_threads, "_THREADS", 2)
+    monkeypatch.setattr(_gemm, "_MIN_PARALLEL_WORK", 0)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 8, 16, 16))
+    w = rng.standard_normal((8, 8, 3, 3))
+    first = cc.conv2d(x, w, padding=1)
+
+    def held():
+        return sum(h.buffer is not None for h in list(workspace._holders))
+
+    assert held() >= 2  # the caller's and the pool thread's
+    workspace.release_workspace()
+    assert held() == 0
+    np.testing.assert_array_equal(cc.conv2d(x, w, padding=1), first)
+    assert held() >= 2
+
+
 def test_small_requests_are_plain_allocations():
     (a,) = workspace.scratch(np.float32, (4, 4))
     (b,) = workspace.scratch(np.float32, (4, 4))
