@@ -1,16 +1,20 @@
-"""The Winograd, channels-last and depthwise engines against im2col + GEMM on the same layers.
+"""The Winograd, channels-last and depthwise engines against im2col + GEMM on the same
+layers, and small layers on one thread against split over the threads.
 
-    python benchmarks/engine_paths.py [--repeats 5] [--only winograd|channels_last|depthwise|multiplier|threads]
+    python benchmarks/engine_paths.py [--repeats 5]
+        [--only winograd|channels_last|depthwise|multiplier|threads]
 
 ``multiplier``: layers with one input channel and several filters per group on the
 depthwise loops. ``threads``: small layers on the engine convcore picks for them, their
-im2col + GEMM work split over two threads against kept on one (the threshold
-``convcore._gemm._MIN_PARALLEL_WORK``).
+im2col + GEMM work kept on the calling thread against split over all of convcore's
+threads (two on a 2-CPU machine; the threshold ``convcore._gemm._MIN_PARALLEL_MAC_BYTES``
+decides between them).
 
-Forward+backward of each layer with the engine forced onto each path (``conv._FORCE``),
-the two paths interleaved, median of the per-round medians; printed as milliseconds and
-the ratio engine / gemm, per dtype. These are the measurements behind the conditions in
-``convcore.conv._strategy``.
+Forward+backward of each layer under each of two settings (an engine forced with
+``conv._FORCE``, or the threshold set to split always or never), interleaved, median of
+the per-round medians; printed as milliseconds and the ratio of the second setting to
+the first (engine / gemm, or split / one thread), per dtype. These are the measurements
+behind the conditions in ``convcore.conv._strategy`` and the threshold.
 """
 
 import argparse
@@ -90,7 +94,7 @@ def _force_path(path):
 
 def _split(on: bool):
     def apply():
-        _gemm._MIN_PARALLEL_WORK = 0 if on else 1 << 62
+        _gemm._MIN_PARALLEL_MAC_BYTES = 0 if on else 1 << 62
 
     return apply
 
@@ -107,7 +111,7 @@ ENGINES = {
     "channels_last": _against_gemm("channels_last", CHANNELS_LAST),
     "depthwise": _against_gemm("depthwise", DEPTHWISE),
     "multiplier": _against_gemm("depthwise", MULTIPLIER),
-    "threads": ("two threads / one", {"one": _split(False), "two": _split(True)}, THREADS),
+    "threads": ("split / one thread", {"one": _split(False), "split": _split(True)}, THREADS),
 }
 
 
@@ -135,14 +139,14 @@ def compare(settings: dict, layer, dtype, repeats: int, rng) -> list[float]:
         cc.conv2d_backward(dy, cc.conv2d_forward(x, w, b, **opts)[1])
 
     rounds = {name: [] for name in settings}
-    saved = _gemm._MIN_PARALLEL_WORK
+    saved = _gemm._MIN_PARALLEL_MAC_BYTES
     try:
         for _ in range(repeats):
             for name, apply in settings.items():
                 apply()
                 rounds[name].append(_median_ms(run))
     finally:
-        conv._FORCE, _gemm._MIN_PARALLEL_WORK = None, saved
+        conv._FORCE, _gemm._MIN_PARALLEL_MAC_BYTES = None, saved
     return [float(np.median(r)) for r in rounds.values()]
 
 

@@ -22,6 +22,7 @@ thread count and workspace limit.
 from __future__ import annotations
 
 import functools
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -38,13 +39,14 @@ from convcore.workspace import fit_workspace, get_workspace_limit, scratch
 # see README, Performance); the workspace limit caps it further.
 _CHUNK_BYTES = 8 << 20
 # Below this much work (multiply-adds times the itemsize) a call runs on the calling
-# thread only: a split over two threads costs ~0.2 ms a call here (waking the pool thread,
-# and each thread waiting for the GIL the other holds between its NumPy and kernel calls).
+# thread only: a split over two threads costs ~0.2 ms a call here (the hand-off to the
+# pool thread, ~0.1 ms, and each thread waiting for the GIL the other holds between its
+# NumPy and kernel calls).
 # Forward+backward on two threads against one (benchmarks/engine_paths.py --only threads):
 # float32 1.09-2.07x the time below 32M (b1_c16_32x32_k3, 9.4M: 2.07), one layer 0.94;
 # 0.70-0.82 from 38M, bar layers of one or two images a thread (1.14-1.27); float64 1.54
 # on b1_c16_32x32_k3 (19M), 0.62-0.95 from 38M bar one (1.13).
-_MIN_PARALLEL_WORK = 1 << 25
+_MIN_PARALLEL_MAC_BYTES = 1 << 25
 # Images with at least this many output positions are multiplied image by image (one
 # stacked call for a chunk's images) straight into y and out of dy; 256 and 1 measured
 # 0.98-1.13 of this on 16 to 28 wide layers, so smaller images keep the transposes.
@@ -54,19 +56,32 @@ _PER_IMAGE_MIN_P = 1024
 def add_products(dw: np.ndarray, a: np.ndarray, b: np.ndarray, column_major: bool) -> None:
     """``dw += a[..., 0, :, :] @ b[..., 0, :, :] + ... (k terms)`` for stacks
     ``a (..., k, r, s)`` and ``b (..., k, s, t)`` of one leading shape, into
-    ``dw (..., r, t)``: one stacked product into an array laid out as ``column_major``
-    says (see :func:`_column_major`), then summed over the stack. The products live
-    outside the workspace: ``k*r*t`` values (per leading index), which for a stack of
-    per-image products (see :func:`_per_image`) is fewer than the chunk's columns unless
-    the filters outnumber an image's output positions."""
+    ``dw (..., r, t)``: stacked products into an array laid out as ``column_major`` says
+    (see :func:`_column_major`), then added into ``dw`` one by one. The products live outside
+    the workspace, at most :data:`_CHUNK_BYTES` of them at a time (one product, if that
+    is larger): a pointwise layer's chunk is a thread's whole share of the batch, and
+    1024 filters of 1024 channels take 4 MiB an image in float32."""
     lead, r, t = a.shape[:-2], a.shape[-2], b.shape[-1]
+    if math.prod(lead) == 1:  # one product: a 2-D call
+        one = (0,) * len(lead)
+        part = np.empty((t, r), dw.dtype).T if column_major else np.empty((r, t), dw.dtype)
+        np.matmul(a[one], b[one], out=part)
+        dw[one[1:]] += part
+        return
+    k, per_product = lead[-1], math.prod(lead[:-1]) * r * t * dw.itemsize
+    step = min(k, max(1, _CHUNK_BYTES // per_product))
+    shape = (*lead[:-1], step)
     part = (
-        np.empty((*lead, t, r), dw.dtype).swapaxes(-1, -2)
+        np.empty((*shape, t, r), dw.dtype).swapaxes(-1, -2)
         if column_major
-        else np.empty((*lead, r, t), dw.dtype)
+        else np.empty((*shape, r, t), dw.dtype)
     )
-    np.matmul(a, b, out=part)
-    dw += part[..., 0, :, :] if lead[-1] == 1 else part.sum(axis=-3)
+    for i in range(0, k, step):
+        j = min(i + step, k)
+        products = part[..., : j - i, :, :]
+        np.matmul(a[..., i:j, :, :], b[..., i:j, :, :], out=products)
+        for q in range(j - i):  # in place, in order: no temporary (a sum over the stack
+            dw += products[..., q, :, :]  # took 1.1x the time on 1024x1024 products)
 
 
 def _column_major(dtype, geo: Geometry) -> bool:
@@ -171,7 +186,7 @@ def backward_plan(
 
 
 def _settings() -> tuple[int, int, int, int]:
-    return thread_count(), get_workspace_limit(), _CHUNK_BYTES, _MIN_PARALLEL_WORK
+    return thread_count(), get_workspace_limit(), _CHUNK_BYTES, _MIN_PARALLEL_MAC_BYTES
 
 
 @functools.lru_cache(maxsize=256)
@@ -237,7 +252,10 @@ def matmul_each(a, b, out) -> None:
     one per chunk; 4 groups of 16x28x28 and 16x56x56 images: 0.95-0.99 of a call per
     group).
     """
-    np.matmul(a[:, None] if b.ndim == 4 else a, b, out=out)
+    if math.prod(out.shape[:-2]) == 1:  # one product: a 2-D call costs ~1.5 us less
+        np.matmul(a[0], b[(0,) * (b.ndim - 2)], out=out[(0,) * (out.ndim - 2)])
+    else:
+        np.matmul(a[:, None] if b.ndim == 4 else a, b, out=out)
 
 
 def _blocks(a: np.ndarray, geo: Geometry, per_group: int, c: Chunk) -> np.ndarray:
@@ -277,8 +295,8 @@ def _segments(geo: Geometry, c: Chunk, per_channel: int) -> list[tuple[int, int,
 
 
 def _rows_by_group(a: np.ndarray, at: int, groups: int, rows: int) -> np.ndarray:
-    """View rows ``[at, at + groups*rows)`` of ``a (k, rows, m)`` as
-    ``(groups, k, rows, m)``."""
+    """View rows ``[at, at + groups*rows)`` of ``a (k, R, m)`` as
+    ``(groups, k, rows, m)``: ``rows`` rows a group."""
     k, m = a.shape[0], a.shape[2]
     return a[:, at : at + groups * rows].reshape(k, groups, rows, m).transpose(1, 0, 2, 3)
 
@@ -311,9 +329,9 @@ def output_grad_operands(dy, geo: Geometry, c: Chunk, grad=None) -> np.ndarray:
 
 
 def _forward_im2col(x, wm, b, geo: Geometry, y, c: Chunk) -> None:
-    """im2col into the workspace, then one GEMM per group (and image, see
-    :func:`_per_image`) into NCHW ``y``, plus the bias (``b``, or a bias column of ``wm``
-    meeting a row of ones under the columns)."""
+    """im2col into the workspace, then one stacked product over the groups (and the
+    chunk's images, see :func:`_per_image`) into NCHW ``y``, plus the bias (``b``, or a
+    bias column of ``wm`` meeting a row of ones under the columns)."""
     n = c.n1 - c.n0
     m = n * (c.oh1 - c.oh0) * geo.OW
     rows = geo.groups * wm.shape[2]
@@ -325,7 +343,7 @@ def _forward_im2col(x, wm, b, geo: Geometry, y, c: Chunk) -> None:
     im2col_into(x[c.n0 : c.n1], geo.kernel_args, cols, (c.oh0, c.oh1))  # the first C*KH*KW rows
     cols[geo.C * geo.KH * geo.KW :] = 1
     if per:
-        cols_g = _by_image(cols, n).reshape(n, geo.groups, -1, per).transpose(1, 0, 2, 3)
+        cols_g = _rows_by_group(_by_image(cols, n), 0, geo.groups, wm.shape[2])
         matmul_each(wm, cols_g, _blocks(y, geo, geo.Fg, c))
         if b is not None:
             add_bias(y, b, (c.n0, c.n1), (c.oh0, c.oh1))
@@ -359,9 +377,9 @@ def _backward_pointwise(x, dy, wm, geo: Geometry, dx, dw, c: Chunk) -> None:
     whole groups."""
     dys = _blocks(dy, geo, geo.Fg, c)
     for g0, g1, r0, r1, _ in _segments(geo, c, 1):
-        wt = wm[g0:g1, :, r0:r1].transpose(0, 2, 1)
         if dx is not None:
-            np.matmul(wt[:, None], dys[g0:g1], out=_blocks(dx, geo, geo.Cg, c)[g0:g1, :, r0:r1])
+            wt = wm[g0:g1, :, r0:r1].transpose(0, 2, 1)
+            matmul_each(wt, dys[g0:g1], _blocks(dx, geo, geo.Cg, c)[g0:g1, :, r0:r1])
         if x is not None:
             xs = _blocks(x, geo, geo.Cg, c)[g0:g1, :, r0:r1]
             add_products(dw[g0:g1, :, r0:r1], dys[g0:g1], xs.transpose(0, 1, 3, 2), False)
@@ -396,7 +414,7 @@ def _backward_im2col(x, dy, wm, geo: Geometry, dx, dw, c: Chunk) -> None:
             add_products(dw[g0:g1, :, r0 : r1 + ones], grads[g0:g1], cols_s, column_major)
         if dx is not None:
             wt = wm[g0:g1, :, r0:r1].transpose(0, 2, 1)
-            np.matmul(wt[:, None], grads[g0:g1], out=_rows_by_group(dcols_k, at, g1 - g0, r1 - r0))
+            matmul_each(wt, grads[g0:g1], _rows_by_group(dcols_k, at, g1 - g0, r1 - r0))
     if dx is not None:
         col2im_into(
             dcols, geo.kernel_args, dx[c.n0 : c.n1, c.c0 : c.c1], (c.oh0, c.oh1), overwrite=c.oh0 == 0

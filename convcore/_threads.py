@@ -1,7 +1,8 @@
 """Thread-level parallelism: a small pool of Python threads shared by every call.
 
 :func:`run_split` hands contiguous ranges of independent jobs of a serial Numba kernel
-(the depthwise loops) to the pool, :func:`run_splits` those of several kernels at once; :func:`run_tasks` runs the im2col + GEMM engine's
+(the depthwise loops) to the pool, :func:`run_splits` those of several kernels at
+once; :func:`run_tasks` runs the im2col + GEMM engine's
 per-thread shares. The kernels and BLAS release the GIL. A task already running on the
 pool that asks for more parallel work runs it itself (waiting on the pool from inside it
 could deadlock). Python threads are used rather than Numba's ``parallel=True``: an OpenMP or
@@ -87,10 +88,12 @@ def run_split(kernel, args, n_jobs: int, work: int) -> None:
 def run_splits(splits, work: int) -> None:
     """:func:`run_split` for each ``(kernel, args, n_jobs)`` of ``splits``, one after the
     other on each thread: a thread runs its range of every split in one task, so the
-    whole list costs one hand-off to the pool (~0.1 ms here, the time it takes to wake a
-    pool thread and for the threads to pass the GIL). The kernels must be independent:
-    a thread may start the second before another has finished the first."""
-    threads = max(1, min(_THREADS, max(n for *_, n in splits))) if work >= _MIN_PARALLEL_WORK else 1
+    whole list costs one hand-off to the pool (~0.1 ms here: waking a pool thread, and
+    the threads passing the GIL). A kernel is not called on an empty range (nor at all
+    for ``n_jobs == 0``). The kernels must be independent: a thread may start the
+    second before another has finished the first."""
+    most = max((n for *_, n in splits), default=0)
+    threads = max(1, min(_THREADS, most)) if work >= _MIN_PARALLEL_WORK else 1
 
     def share(t):
         for kernel, args, n_jobs in splits:

@@ -77,6 +77,16 @@ _holders: weakref.WeakSet = weakref.WeakSet()  # every live thread's, for releas
 _holders_lock = threading.Lock()
 
 
+def _forget_lock() -> None:
+    # a forked child has only the forking thread: a lock another thread held stays held
+    global _holders_lock
+    _holders_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_lock)
+
+
 def _holder() -> _Holder:
     """This thread's holder, registered on first use (it goes when the thread does)."""
     holder = getattr(_local, "holder", None)
@@ -119,7 +129,8 @@ def fit_workspace(nbytes: int) -> None:
     """Free this thread's buffer if it is larger than ``nbytes`` plus alignment (a thread
     whose share of the limit shrank, when a call splits over more threads than the last)."""
     holder = _holder()
-    if holder.buffer is not None and holder.buffer.size > nbytes + _ALIGN:
+    buf = holder.buffer  # read once: release_workspace may clear it meanwhile
+    if buf is not None and buf.size > nbytes + _ALIGN:
         holder.buffer = None
 
 

@@ -106,13 +106,13 @@ def split_engine_work(path, threads, chunk_bytes):
     ``threads`` threads in chunks of at most ``chunk_bytes`` of scratch."""
     from convcore import _gemm, _threads
 
-    saved = _threads._THREADS, _gemm._MIN_PARALLEL_WORK, _gemm._CHUNK_BYTES
-    _threads._THREADS, _gemm._MIN_PARALLEL_WORK, _gemm._CHUNK_BYTES = threads, 0, chunk_bytes
+    saved = _threads._THREADS, _gemm._MIN_PARALLEL_MAC_BYTES, _gemm._CHUNK_BYTES
+    _threads._THREADS, _gemm._MIN_PARALLEL_MAC_BYTES, _gemm._CHUNK_BYTES = threads, 0, chunk_bytes
     try:
         with engine_path(path):
             yield
     finally:
-        _threads._THREADS, _gemm._MIN_PARALLEL_WORK, _gemm._CHUNK_BYTES = saved
+        _threads._THREADS, _gemm._MIN_PARALLEL_MAC_BYTES, _gemm._CHUNK_BYTES = saved
 
 
 GRADIENT_NAMES = ("y", "dx", "dw", "db")

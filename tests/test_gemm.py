@@ -93,6 +93,21 @@ def test_stacked_products_of_several_images(monkeypatch, w_shape, opts, threads)
         assert_agrees_with_reference(ENGINE, REFERENCE, *arrays_for(cfg, 6), opts)
 
 
+@pytest.mark.parametrize("column_major", [False, True])
+@pytest.mark.parametrize("chunk_bytes", [1, 2 * 3 * 4 * 8 * 2, 1 << 20])  # 1, 2 and all 5 at a time
+@pytest.mark.parametrize("groups, k", [(2, 5), (1, 1)])
+def test_add_products_sums_each_stack(monkeypatch, column_major, chunk_bytes, groups, k):
+    """``dw += sum over k of a[g, k] @ b[g, k]``, whatever the layout and however many
+    products it takes at a time (bounded by the chunk size), one product included."""
+    monkeypatch.setattr(_gemm, "_CHUNK_BYTES", chunk_bytes)
+    rng = np.random.default_rng(3)
+    a, b = rng.standard_normal((groups, k, 3, 6)), rng.standard_normal((groups, k, 6, 4))
+    dw = rng.standard_normal((groups, 3, 4))
+    want = dw + np.einsum("gkrs,gkst->grt", a, b)
+    _gemm.add_products(dw, a, b, column_major)
+    np.testing.assert_allclose(dw, want, rtol=1e-13, atol=1e-13)
+
+
 @pytest.mark.parametrize(
     "channels, want",
     [

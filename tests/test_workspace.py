@@ -72,7 +72,7 @@ def test_release_frees_every_threads_buffer(monkeypatch):
     from convcore import _gemm, _threads
 
     monkeypatch.setattr(_threads, "_THREADS", 2)
-    monkeypatch.setattr(_gemm, "_MIN_PARALLEL_WORK", 0)
+    monkeypatch.setattr(_gemm, "_MIN_PARALLEL_MAC_BYTES", 0)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((4, 8, 16, 16))
     w = rng.standard_normal((8, 8, 3, 3))
