@@ -62,20 +62,23 @@ def add_products(dw: np.ndarray, a: np.ndarray, b: np.ndarray, column_major: boo
     is larger): a pointwise layer's chunk is a thread's whole share of the batch, and
     1024 filters of 1024 channels take 4 MiB an image in float32."""
     lead, r, t = a.shape[:-2], a.shape[-2], b.shape[-1]
+
+    def products(*stack):  # uninitialised (*stack, r, t), laid out as column_major says
+        return (
+            np.empty((*stack, t, r), dw.dtype).swapaxes(-1, -2)
+            if column_major
+            else np.empty((*stack, r, t), dw.dtype)
+        )
+
     if math.prod(lead) == 1:  # one product: a 2-D call
         one = (0,) * len(lead)
-        part = np.empty((t, r), dw.dtype).T if column_major else np.empty((r, t), dw.dtype)
+        part = products()
         np.matmul(a[one], b[one], out=part)
         dw[one[1:]] += part
         return
     k, per_product = lead[-1], math.prod(lead[:-1]) * r * t * dw.itemsize
     step = min(k, max(1, _CHUNK_BYTES // per_product))
-    shape = (*lead[:-1], step)
-    part = (
-        np.empty((*shape, t, r), dw.dtype).swapaxes(-1, -2)
-        if column_major
-        else np.empty((*shape, r, t), dw.dtype)
-    )
+    part = products(*lead[:-1], step)
     for i in range(0, k, step):
         j = min(i + step, k)
         products = part[..., : j - i, :, :]
@@ -376,13 +379,15 @@ def _backward_pointwise(x, dy, wm, geo: Geometry, dx, dw, c: Chunk) -> None:
     chunk's channels (each only when its array is given), stacked over its images and
     whole groups."""
     dys = _blocks(dy, geo, geo.Fg, c)
+    dxs = None if dx is None else _blocks(dx, geo, geo.Cg, c)
+    xs = None if x is None else _blocks(x, geo, geo.Cg, c).transpose(0, 1, 3, 2)
+    column_major = _column_major(dy.dtype, geo)  # False: pointwise products stay row-major
     for g0, g1, r0, r1, _ in _segments(geo, c, 1):
         if dx is not None:
             wt = wm[g0:g1, :, r0:r1].transpose(0, 2, 1)
-            matmul_each(wt, dys[g0:g1], _blocks(dx, geo, geo.Cg, c)[g0:g1, :, r0:r1])
+            matmul_each(wt, dys[g0:g1], dxs[g0:g1, :, r0:r1])
         if x is not None:
-            xs = _blocks(x, geo, geo.Cg, c)[g0:g1, :, r0:r1]
-            add_products(dw[g0:g1, :, r0:r1], dys[g0:g1], xs.transpose(0, 1, 3, 2), False)
+            add_products(dw[g0:g1, :, r0:r1], dys[g0:g1], xs[g0:g1, :, :, r0:r1], column_major)
 
 
 def _backward_im2col(x, dy, wm, geo: Geometry, dx, dw, c: Chunk) -> None:
