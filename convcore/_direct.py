@@ -1,9 +1,11 @@
 """Direct convolution loops for tiny problems, where im2col + GEMM is the wrong tool: one
-kernel for the forward pass and one for both gradients, serial; cheap to compile and to
+kernel for the forward pass and one for the gradients, serial; cheap to compile and to
 call. They skip the padding rather than multiply its zeros.
 """
 
 from __future__ import annotations
+
+import numpy as np
 
 from convcore._numba import _jit, check_contiguous
 
@@ -32,19 +34,24 @@ def _conv_direct(x, w, KH, KW, sh, sw, dh, dw, pt, pl, OH, OW, groups, y):
 
 
 @_jit
-def _conv_direct_backward(x, w, gy, KH, KW, sh, sw, dh, dw, pt, pl, OH, OW, groups, gx, gw):
-    """Direct loops for the input and weight gradients of tiny problems (overwrites gx, gw)."""
+def _conv_direct_backward(x, w, gy, KH, KW, sh, sw, dh, dw, pt, pl, OH, OW, groups, gx, gw, gb):
+    """Direct loops for the input, weight and (unless ``gb`` is empty) bias gradients of
+    tiny problems (overwrites gx, gw, gb)."""
     N, C, H, W = x.shape
     F, Cg = w.shape[0], w.shape[1]
     Fg = F // groups
+    bias = gb.size != 0
     gx[:] = 0
     gw[:] = 0
+    gb[:] = 0
     for n in range(N):
         for f in range(F):
             c0 = (f // Fg) * Cg
             for oh in range(OH):
                 for ow in range(OW):
                     d = gy[n, f, oh, ow]
+                    if bias:
+                        gb[f] += d
                     for c in range(Cg):
                         for kh in range(KH):
                             ih = oh * sh + kh * dh - pt
@@ -62,7 +69,9 @@ def tiny_forward(x, w, geo_args, groups, y) -> None:
     _conv_direct(x, w, *geo_args, groups, y)
 
 
-def tiny_backward(x, w, gy, geo_args, groups, gx, gw) -> None:
-    """Overwrite ``gx`` and ``gw`` with the gradients for ``gy``, serially (tiny problems)."""
-    check_contiguous(x, w, gy, gx, gw)
-    _conv_direct_backward(x, w, gy, *geo_args, groups, gx, gw)
+def tiny_backward(x, w, gy, geo_args, groups, gx, gw, gb=None) -> None:
+    """Overwrite ``gx``, ``gw`` and ``gb`` (unless None) with the gradients for ``gy``,
+    serially (tiny problems)."""
+    gb = np.empty(0, gx.dtype) if gb is None else gb
+    check_contiguous(x, w, gy, gx, gw, gb)
+    _conv_direct_backward(x, w, gy, *geo_args, groups, gx, gw, gb)

@@ -113,3 +113,62 @@ def test_dtype_rules(dtypes, compute, out):
 def test_unsupported_dtypes(dtype):
     with pytest.raises(TypeError, match="real numeric arrays only"):
         resolve_dtypes(np.zeros(1, dtype=dtype))
+
+
+@pytest.mark.parametrize(
+    "option, value, exc, match",
+    [
+        ("stride", True, TypeError, r"stride must be an int, got True"),
+        ("stride", 1.0, TypeError, r"stride must be an int, got 1.0"),
+        ("stride", np.int64(0), ValueError, r"stride must be >= 1, got 0"),
+        ("padding", (True, 0), TypeError, r"padding must be an int, got True"),
+        ("groups", 1.0, TypeError, r"groups must be an int, got 1.0"),
+    ],
+)
+def test_cached_geometry_still_rejects_lookalikes(option, value, exc, match):
+    # True == 1 and 1.0 == 1 hash alike: the cache must not hand back the plain value's geometry
+    shapes = ((2, 3, 8, 8), (4, 3, 3, 3))
+    plain = {"stride": 1, "padding": (1, 0), "groups": 1}[option]
+    conv_geometry(*shapes, **{option: plain})
+    conv_geometry(*shapes, **{option: plain})  # now a cache hit
+    with pytest.raises(exc, match=match):
+        conv_geometry(*shapes, **{option: value})
+
+
+@pytest.mark.parametrize(
+    "opts",
+    [
+        dict(stride=2, padding=1),
+        dict(stride=(2, 1), padding=((1, 0), (2, 2)), dilation=(1, 2)),
+        dict(padding="same", dilation=2),
+    ],
+)
+def test_cached_geometry_equals_uncached(opts):
+    # lists and NumPy integers are validated every time; plain ints and tuples are cached
+    shapes = ((2, 3, 9, 8), (6, 3, 3, 3))
+    first = conv_geometry(*shapes, **opts)
+    assert conv_geometry(*shapes, **opts) == first
+    assert conv_geometry(*shapes, **{k: _as_lists(v) for k, v in opts.items()}) == first
+    assert conv_geometry(*shapes, **{k: _as_numpy(v) for k, v in opts.items()}) == first
+
+
+def _as_lists(value):
+    return [_as_lists(v) for v in value] if isinstance(value, tuple) else value
+
+
+def _as_numpy(value):
+    return np.int64(value) if type(value) is int else value
+
+
+@pytest.mark.parametrize(
+    "dtypes, compute",
+    [
+        ((None, np.float64), np.float64),
+        ((np.float32, None), np.float32),
+        ((np.float32, None, np.float64), np.float64),
+        ((">f8",), np.float64),  # byte-swapped: the general path
+    ],
+)
+def test_dtype_rules_skip_none(dtypes, compute):
+    arrays = [None if d is None else np.zeros(1, dtype=d) for d in dtypes]
+    assert resolve_dtypes(*arrays) == (np.dtype(compute), np.dtype(compute))
