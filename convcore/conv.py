@@ -96,9 +96,13 @@ _WINOGRAD_MIN_CHANNELS = 8
 # ... and this many multiply-adds: its kernels take ~2.5 s per dtype to compile on first
 # use (more than the rest of convcore), which only a large layer pays back.
 _WINOGRAD_MIN_MACS = 1 << 26
-# It also needs an image per thread (split by rows and channels, a batch of 1 on two
-# threads ran up to 2.6x slower than im2col + GEMM) and, in float32, outputs at least
-# this wide (16x16 outputs ran 1.05-1.07x slower; 32 to 64 wide, 0.70-0.80x).
+# It also needs an image per thread or, for a smaller batch (split by rows and channels),
+# outputs at least this wide: forward+backward of a batch of 1 on two threads against
+# im2col + GEMM, float64 / float32, 0.79-0.91 / 0.82-0.96 from 48 to 112 wide with 16 to
+# 128 channels; 0.89 / 1.02 at 40, 0.97 / 1.07 at 32, 1.15 / 1.26 at 28, 3.1 / 3.5 at 14.
+_WINOGRAD_MIN_WIDTH_SPLIT = 48
+# ... and, in float32, outputs at least this wide (16x16 outputs ran 1.05-1.07x slower;
+# 32 to 64 wide, 0.70-0.80x).
 _WINOGRAD_MIN_WIDTH_F32 = 24
 # float32 layers with outputs at most this wide and at least this many channels run on a
 # channels-last copy of the input (:mod:`convcore._channels_last`). Forward+backward
@@ -140,7 +144,8 @@ def _strategy(geo: Geometry, dtype) -> str:
     if geo.Cg == 1 and (geo.Fg == 1 or few_filters):
         return "depthwise"
     big = min(geo.C, geo.F) >= _WINOGRAD_MIN_CHANNELS and macs >= _WINOGRAD_MIN_MACS
-    if _winograd.applies(geo) and big and geo.N >= thread_count():
+    splits_well = geo.N >= thread_count() or geo.OW >= _WINOGRAD_MIN_WIDTH_SPLIT
+    if _winograd.applies(geo) and big and splits_well:
         if np.dtype(dtype) != np.float32 or geo.OW >= _WINOGRAD_MIN_WIDTH_F32:
             return "winograd"
     short_rows = geo.OW <= _CHANNELS_LAST_MAX_WIDTH and geo.C >= _CHANNELS_LAST_MIN_CHANNELS

@@ -298,7 +298,8 @@ def test_empty_images_are_refused(shape):
         ((64, 32, 16, 16), (64, 32, 3, 3), np.float64, dict(padding=1), "winograd"),
         ((64, 32, 16, 16), (64, 32, 3, 3), np.float32, dict(padding=1), "channels_last"),  # narrow
         ((8, 16, 32, 32), (16, 16, 3, 3), np.float64, dict(padding=1), "gemm"),  # small
-        ((1, 128, 56, 56), (128, 128, 3, 3), np.float64, dict(padding=1), "gemm"),  # batch 1
+        ((1, 128, 56, 56), (128, 128, 3, 3), np.float64, dict(padding=1), "winograd"),  # batch 1, wide
+        ((1, 128, 28, 28), (128, 128, 3, 3), np.float64, dict(padding=1), "gemm"),  # batch 1, narrow
         ((64, 3, 32, 32), (32, 3, 3, 3), np.float64, dict(padding=1), "gemm"),  # 3 channels
         ((8, 64, 56, 56), (64, 64, 3, 3), np.float64, dict(stride=2), "gemm"),
         ((8, 64, 56, 56), (64, 32, 3, 3), np.float64, dict(groups=2), "gemm"),
