@@ -394,18 +394,22 @@ def _backward_im2col(x, dy, wm, geo: Geometry, dx, dw, c: Chunk) -> None:
     """Recompute the columns of the chunk's channels and add ``dy @ cols.T`` into dw
     (given x); add ``col2im(w.T @ dy)`` into dx, the first band of an image overwriting
     it (given dx). A dw one column wider than ``wm`` (see :func:`_bias_in_gemm`) also
-    takes the bias gradient, from a row of ones under the columns."""
+    takes the bias gradient, from a row of ones under the columns.
+
+    The column gradient takes the columns' place: each segment's products write it into
+    the rows its weight-gradient products have just read, so the scratch is one array of
+    columns and the pass touches half the memory (b1_c16_32x32_k3's columns then stay in
+    cache between im2col, the products and col2im)."""
     n = c.n1 - c.n0
     m = n * (c.oh1 - c.oh0) * geo.OW
     per_channel = geo.KH * geo.KW
     rows = (c.c1 - c.c0) * per_channel
     ones = 0 if x is None else dw.shape[2] - wm.shape[2]  # one segment when 1 (one group)
-    # columns for the weight gradient (given x), their gradient for dx (given dx)
-    shapes = [(rows + ones if x is not None else 0, m), (rows if dx is not None else 0, m)]
     if _per_image(geo, c):
-        (cols, dcols), grad = scratch(dy.dtype, *shapes), None
+        (cols,), grad = scratch(dy.dtype, (rows + ones, m)), None
     else:  # whole images, every channel
-        cols, dcols, grad = scratch(dy.dtype, *shapes, (geo.groups, geo.Fg, m))
+        cols, grad = scratch(dy.dtype, (rows + ones, m), (geo.groups, geo.Fg, m))
+    dcols = cols[:rows]
     grads = output_grad_operands(dy, geo, c, grad)
     k = grads.shape[1]
     if x is not None:
@@ -417,7 +421,7 @@ def _backward_im2col(x, dy, wm, geo: Geometry, dx, dw, c: Chunk) -> None:
         if x is not None:  # the ones row, if any, follows the only group's rows
             cols_s = _rows_by_group(cols_k, at, g1 - g0, r1 + ones - r0).transpose(0, 1, 3, 2)
             add_products(dw[g0:g1, :, r0 : r1 + ones], grads[g0:g1], cols_s, column_major)
-        if dx is not None:
+        if dx is not None:  # over the rows just read
             wt = wm[g0:g1, :, r0:r1].transpose(0, 2, 1)
             matmul_each(wt, grads[g0:g1], _rows_by_group(dcols_k, at, g1 - g0, r1 - r0))
     if dx is not None:
