@@ -190,7 +190,7 @@ def conv_geometry(x_shape, w_shape, stride=1, padding=0, dilation=1, groups=1) -
     validate like it (``True == 1``, ``1.0 == 1``), are validated every time.
     """
     options = (stride, padding, dilation, groups)
-    if _plain(options):
+    if type(stride) is type(padding) is type(dilation) is type(groups) is int or _plain(options):
         return _cached_conv_geometry(tuple(x_shape), tuple(w_shape), *options)
     return _conv_geometry(x_shape, w_shape, *options)
 
