@@ -4,9 +4,10 @@
 
 Each measurement is a fresh interpreter. Cold: an empty NUMBA_CACHE_DIR, so every kernel
 the calls need is compiled. Warm: the same directory again, so they load from the cache.
-Four workloads: the seeds' 3x3 input with a 2x2 filter (direct loops), a 16-channel
+Five workloads: the seeds' 3x3 input with a 2x2 filter (direct loops), a 16-channel
 32x32 batch (im2col + GEMM + col2im), a 32-channel 16x16 batch (channels-last in
-float32, im2col in float64) and a depthwise 32-channel 32x32 batch (the depthwise loops).
+float32, im2col in float64), a depthwise 32-channel 32x32 batch (the depthwise loops)
+and resnet_c64_56_k3's shape (the Winograd engine).
 """
 
 import argparse
@@ -33,6 +34,7 @@ WORKLOADS = {
     "8x16x32x32, 3x3 filter": dict(x=(8, 16, 32, 32), w=(16, 16, 3, 3), p=1, g=1),
     "16x32x16x16, 3x3 filter": dict(x=(16, 32, 16, 16), w=(32, 32, 3, 3), p=1, g=1),
     "8x32x32x32, depthwise": dict(x=(8, 32, 32, 32), w=(32, 1, 3, 3), p=1, g=32),
+    "8x64x56x56, Winograd": dict(x=(8, 64, 56, 56), w=(64, 64, 3, 3), p=1, g=1),
 }
 
 
