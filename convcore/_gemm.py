@@ -11,9 +11,9 @@ slower while they spun after each GEMM), and no result depends on how many BLAS 
 another call left running. A batch of at least one image per thread is split into
 contiguous ranges of images; a smaller one is split by output rows (forward) and by input
 channels (backward: dW rows, column-gradient rows and the dx planes they fold into all
-belong to one channel). Each thread walks its share in chunks whose scratch (columns,
-their gradient, the GEMM output) stays under its share of the workspace limit and
-:data:`_CHUNK_BYTES`; an image larger than that runs in bands of output rows. No two
+belong to one channel). Each thread walks its share in chunks whose scratch (budgeted
+as columns, their gradient and the GEMM output) stays under its share of the workspace
+limit and :data:`_CHUNK_BYTES`; an image larger than that runs in bands of output rows. No two
 threads write one element; with an image split each thread keeps its own dW, and the
 partial sums are added in thread order, so results are bitwise reproducible for a given
 thread count and workspace limit.
@@ -139,8 +139,11 @@ class Chunk(NamedTuple):
 
 def _scratch_per_row(geo: Geometry, itemsize: int, channels: int, tile: int = 1, channels_last=False) -> int:
     """Scratch for one output row of one image: with ``tile == 1`` its columns (and a row
-    of ones, see :func:`_bias_in_gemm`) and their gradient plus the GEMM output (and with ``channels_last``, see
-    :mod:`convcore._channels_last`, a share of the image's channels-last copy); with
+    of ones, see :func:`_bias_in_gemm`) and their gradient plus the GEMM output (and with
+    ``channels_last``, see :mod:`convcore._channels_last`, a share of the image's
+    channels-last copy). The im2col backward writes the gradient over the columns, so it
+    uses about half of this; budgeting for one array measured no faster (0.98-1.03);
+    with
     ``tile == 2`` (Winograd, see :mod:`convcore._winograd`) half a tile row's transformed
     inputs, their gradient and the transformed outputs, 16 values per tile each (and one
     spare tile a row)."""
@@ -398,8 +401,9 @@ def _backward_im2col(x, dy, wm, geo: Geometry, dx, dw, c: Chunk) -> None:
 
     The column gradient takes the columns' place: each segment's products write it into
     the rows its weight-gradient products have just read, so the scratch is one array of
-    columns and the pass touches half the memory (b1_c16_32x32_k3's columns then stay in
-    cache between im2col, the products and col2im)."""
+    columns (plus, on the single-GEMM path, the output gradient's block) and the pass
+    touches half the memory (b1_c16_32x32_k3's columns then stay in cache between im2col,
+    the products and col2im)."""
     n = c.n1 - c.n0
     m = n * (c.oh1 - c.oh0) * geo.OW
     per_channel = geo.KH * geo.KW

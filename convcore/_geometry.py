@@ -184,13 +184,16 @@ def check_ndim(a: np.ndarray, ndim: int, name: str, layout: str) -> None:
 def conv_geometry(x_shape, w_shape, stride=1, padding=0, dilation=1, groups=1) -> Geometry:
     """Validate a convolution of ``x (N, C, H, W)`` with ``w (F, C/groups, KH, KW)``.
 
-    A layer makes the same call step after step, so geometries of options given as plain
-    ints, strings and tuples of them are cached (1.4 us a call otherwise, a tenth of a
-    tiny forward+backward); other values, which may compare equal to a plain one but not
-    validate like it (``True == 1``, ``1.0 == 1``), are validated every time.
+    A layer makes the same call step after step, so geometries of plain-int shapes and
+    options given as plain ints, strings and tuples of them are cached (1.4 us a call
+    otherwise, a tenth of a tiny forward+backward); other values, which may compare
+    equal to a plain one but not validate or compute like it (``True == 1``,
+    ``1.0 == 1``, ``np.int64(8) == 8``), are validated every time and never cached.
     """
     options = (stride, padding, dilation, groups)
-    if type(stride) is type(padding) is type(dilation) is type(groups) is int or _plain(options):
+    plain_options = type(stride) is type(padding) is type(dilation) is type(groups) is int or _plain(options)
+    # every dimension a plain int: a float or a NumPy integer anywhere changes the sum's type
+    if plain_options and type(sum(x_shape) + sum(w_shape)) is int:
         return _cached_conv_geometry(tuple(x_shape), tuple(w_shape), *options)
     return _conv_geometry(x_shape, w_shape, *options)
 
@@ -234,7 +237,7 @@ def resolve_dtypes(*arrays) -> tuple[np.dtype, np.dtype]:
     compute in float64, float16 computes in float32 and returns float16. Complex, object,
     string and other dtypes raise TypeError.
     """
-    first = arrays[0]
+    first = arrays[0] if arrays else None
     if first is not None and first.dtype in _FLOATS:  # the common case, checked cheaply
         if all(a is None or a.dtype == first.dtype for a in arrays[1:]):
             return first.dtype, first.dtype

@@ -89,6 +89,10 @@ EDGES = [
     ((2, 4, 11, 7), (4, 1, 1, 7), dict(padding=(0, 3))),  # a 1x7 kernel
     ((2, 4, 13, 13), (4, 1, 3, 3), dict(stride=3, dilation=3, padding=2)),  # stride = dilation
     ((2, 2, 50, 60), (4, 1, 3, 3), dict(padding=1)),  # 2 filters a channel, several forward runs
+    # the weight gradient sums four images a pass, then two, then one
+    ((5, 3, 9, 9), (3, 1, 3, 3), dict(padding=1)),  # four, then one
+    ((6, 2, 7, 7), (2, 1, 5, 5), dict(padding=2)),  # four, then two
+    ((7, 2, 8, 10), (4, 1, 3, 3), dict(stride=2, padding=1)),  # four, two, one; 2 filters a channel
 ]
 
 

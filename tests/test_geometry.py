@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from convcore import _geometry
 from convcore._geometry import as_pair, conv_geometry, resolve_dtypes, window_geometry
 
 
@@ -120,7 +121,6 @@ def test_unsupported_dtypes(dtype):
     [
         ("stride", True, TypeError, r"stride must be an int, got True"),
         ("stride", 1.0, TypeError, r"stride must be an int, got 1.0"),
-        ("stride", np.int64(0), ValueError, r"stride must be >= 1, got 0"),
         ("padding", (True, 0), TypeError, r"padding must be an int, got True"),
         ("groups", 1.0, TypeError, r"groups must be an int, got 1.0"),
     ],
@@ -146,10 +146,14 @@ def test_cached_geometry_still_rejects_lookalikes(option, value, exc, match):
 def test_cached_geometry_equals_uncached(opts):
     # lists and NumPy integers are validated every time; plain ints and tuples are cached
     shapes = ((2, 3, 9, 8), (6, 3, 3, 3))
-    first = conv_geometry(*shapes, **opts)
-    assert conv_geometry(*shapes, **opts) == first
-    assert conv_geometry(*shapes, **{k: _as_lists(v) for k, v in opts.items()}) == first
-    assert conv_geometry(*shapes, **{k: _as_numpy(v) for k, v in opts.items()}) == first
+    options = {"stride": 1, "padding": 0, "dilation": 1, "groups": 1, **opts}
+    want = _geometry._conv_geometry(*shapes, **options)  # validated, never cached
+    hits = _geometry._cached_conv_geometry.cache_info().hits
+    assert conv_geometry(*shapes, **opts) == want
+    assert conv_geometry(*shapes, **opts) == want
+    assert _geometry._cached_conv_geometry.cache_info().hits > hits
+    assert conv_geometry(*shapes, **{k: _as_lists(v) for k, v in opts.items()}) == want
+    assert conv_geometry(*shapes, **{k: _as_numpy(v) for k, v in opts.items()}) == want
 
 
 def _as_lists(value):
@@ -157,7 +161,18 @@ def _as_lists(value):
 
 
 def _as_numpy(value):
+    if isinstance(value, tuple):
+        return tuple(_as_numpy(v) for v in value)
     return np.int64(value) if type(value) is int else value
+
+
+@pytest.mark.parametrize("dim", [8.0, np.int64(8)])
+def test_cached_geometry_keeps_plain_int_fields(dim):
+    # 8.0 == np.int64(8) == 8: a call with such shapes must not leave its fields in the cache
+    _geometry._cached_conv_geometry.cache_clear()
+    conv_geometry((2, 3, dim, 8), (4, 3, 3, 3))
+    geo = conv_geometry((2, 3, 8, 8), (4, 3, 3, 3))
+    assert all(type(v) is int for v in geo)
 
 
 @pytest.mark.parametrize(
