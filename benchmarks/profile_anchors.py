@@ -1,6 +1,8 @@
 """Where a forward+backward pass spends its time, per anchor shape, on one thread.
 
-    python benchmarks/profile_anchors.py [--dtype float32 float64] [--repeats 10]
+    python benchmarks/profile_anchors.py [--dtype float32 float64] [--repeats 10] [--extra]
+
+``--extra`` profiles the shapes of ``extra_shapes.py`` too.
 
 The engine's pieces are timed by wrapping them: the im2col and col2im kernels (NCHW and
 channels-last), the Winograd engine's four transforms ("transform"), the BLAS products
@@ -15,6 +17,7 @@ with two threads each thread runs about half of each piece.
 import argparse
 import time
 from collections import Counter
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -79,10 +82,30 @@ def profile(cfg, repeats: int, totals: Counter) -> dict:
     return {"total": wall * 1e3, **ms}
 
 
+def _extra_configs(dtypes) -> list:
+    """The shapes of ``extra_shapes.py`` in the form :func:`profile` reads (they have
+    non-square kernels and paddings that :class:`convcore.bench.configs.Config` lacks)."""
+    from extra_shapes import SHAPES
+
+    return [
+        SimpleNamespace(
+            x_shape=(N, C, H, W),
+            w_shape=(F, C // g, *k),
+            F=F,
+            dtype=dt,
+            options=dict(stride=s, padding=p, dilation=d, groups=g),
+            label=f"{name} {'f32' if dt == 'float32' else 'f64'}",
+        )
+        for dt in dtypes
+        for name, N, C, H, W, F, k, s, p, d, g in SHAPES
+    ]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dtype", nargs="+", default=["float32"], choices=["float32", "float64"])
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--extra", action="store_true", help="also the shapes of extra_shapes.py")
     args = parser.parse_args()
     totals = Counter()
     _threads._THREADS = 1
@@ -100,7 +123,8 @@ def main():
     print(
         f"{'configuration':22s} {'total ms':>9s} " + " ".join(f"{p:>9s}" for p in PIECES) + "  (% of total)"
     )
-    for cfg in anchor_suite(tuple(args.dtype)):
+    configs = anchor_suite(tuple(args.dtype)) + (_extra_configs(args.dtype) if args.extra else [])
+    for cfg in configs:
         ms = profile(cfg, args.repeats, totals)
         shares = " ".join(f"{100 * ms[p] / ms['total']:8.0f}%" for p in PIECES)
         print(f"{cfg.label:22s} {ms['total']:9.2f} {shares}")
