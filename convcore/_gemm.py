@@ -281,7 +281,7 @@ def _as_filter_major(a: np.ndarray, geo: Geometry, n: int) -> np.ndarray:
     return a.reshape(geo.F, n, geo.OH, geo.OW).transpose(1, 0, 2, 3)
 
 
-def _segments(geo: Geometry, c: Chunk, per_channel: int) -> list[tuple[int, int, int, int, int]]:
+def group_segments(geo: Geometry, c: Chunk, per_channel: int) -> list[tuple[int, int, int, int, int]]:
     """The groups meeting channels ``[c0, c1)`` as ``(g0, g1, r0, r1, at)``: groups
     ``[g0, g1)``, the rows ``[r0, r1)`` of each one's weight matrix that those channels
     own, and the row ``at`` where the first starts in the chunk's columns
@@ -385,7 +385,7 @@ def _backward_pointwise(x, dy, wm, geo: Geometry, dx, dw, c: Chunk) -> None:
     dxs = None if dx is None else _blocks(dx, geo, geo.Cg, c)
     xs = None if x is None else _blocks(x, geo, geo.Cg, c).transpose(0, 1, 3, 2)
     column_major = _column_major(dy.dtype, geo)  # False: pointwise products stay row-major
-    for g0, g1, r0, r1, _ in _segments(geo, c, 1):
+    for g0, g1, r0, r1, _ in group_segments(geo, c, 1):
         if dx is not None:
             wt = wm[g0:g1, :, r0:r1].transpose(0, 2, 1)
             matmul_each(wt, dys[g0:g1], dxs[g0:g1, :, r0:r1])
@@ -421,7 +421,7 @@ def _backward_im2col(x, dy, wm, geo: Geometry, dx, dw, c: Chunk) -> None:
         cols[rows:] = 1
         cols_k, column_major = _by_image(cols, k), _column_major(dy.dtype, geo)
     dcols_k = _by_image(dcols, k) if dx is not None else None
-    for g0, g1, r0, r1, at in _segments(geo, c, per_channel):
+    for g0, g1, r0, r1, at in group_segments(geo, c, per_channel):
         if x is not None:  # the ones row, if any, follows the only group's rows
             cols_s = _rows_by_group(cols_k, at, g1 - g0, r1 + ones - r0).transpose(0, 1, 3, 2)
             add_products(dw[g0:g1, :, r0 : r1 + ones], grads[g0:g1], cols_s, column_major)

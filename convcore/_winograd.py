@@ -1,4 +1,4 @@
-"""Winograd F(2x2, 3x3): 3x3, stride-1, undilated, ungrouped convolutions in 16 GEMMs.
+"""Winograd F(2x2, 3x3): 3x3, stride-1, undilated convolutions in 16 GEMMs (per group).
 
 Each 2x2 block of outputs (a tile) reads a 4x4 block of the zero-padded input. With
 ``B^T``, ``G`` and ``A^T`` below, the tile is ``A^T [(G g G^T) * (B^T d B)] A``, exactly
@@ -6,7 +6,8 @@ Each 2x2 block of outputs (a tile) reads a 4x4 block of the zero-padded input. W
 filter ``g``. Summed over channels, the elementwise product becomes, for each of the 16
 positions ``k`` of a transformed tile, one GEMM ``M[k] = U[k] @ V[k]`` of the transformed
 filters ``U (16, F, C)`` and inputs ``V (16, C, tiles)``: 4*F*C multiply-adds per output
-position instead of im2col's 9*F*C.
+position instead of im2col's 9*F*C. With groups, each group's filters meet its own
+channels: 16 GEMMs a group, in one stacked call.
 
 The backward pass runs the adjoints: ``dM = A dy A^T`` per tile, ``dU[k] = dM[k] @ V[k].T``
 (dw = ``G^T dU G``) and ``dV[k] = U[k].T @ dM[k]``, whose adjoint input transform
@@ -34,7 +35,15 @@ import numba
 import numpy as np
 
 from convcore._blas import single_threaded_blas
-from convcore._gemm import Chunk, add_chunk_bias_grad, add_in_order, backward_plan, forward_plan, run_plan
+from convcore._gemm import (
+    Chunk,
+    add_chunk_bias_grad,
+    add_in_order,
+    backward_plan,
+    forward_plan,
+    group_segments,
+    run_plan,
+)
 from convcore._geometry import Geometry
 from convcore._numba import _jit, _valid_range, check_contiguous
 from convcore.workspace import scratch
@@ -311,8 +320,10 @@ def _input_transform_adjoint(dV, pt, pl, t0, t1, L, overwrite, dx):
 
 
 def applies(geo: Geometry) -> bool:
-    """True for the convolutions this engine computes: 3x3, stride 1, dilation 1, one group."""
-    return (geo.KH, geo.KW, geo.sh, geo.sw, geo.dh, geo.dw, geo.groups) == (3, 3, 1, 1, 1, 1, 1)
+    """True for the convolutions this engine computes: 3x3, stride 1, dilation 1 (any
+    groups: the transforms work channel by channel and filter by filter, and only the 16
+    GEMMs see the groups)."""
+    return (geo.KH, geo.KW, geo.sh, geo.sw, geo.dh, geo.dw) == (3, 3, 1, 1, 1, 1)
 
 
 def _tile_arrays(dtype, m: int, *rows: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -341,16 +352,17 @@ def forward(x, w, b, geo: Geometry, y) -> None:
     ``w (F, C, 3, 3)`` (plus ``b``), chunk by chunk: input transform, 16 GEMMs, output
     transform."""
     check_contiguous(x, w, y)
-    filters = filter_transform(w)
+    filters = _by_group(filter_transform(w), geo.groups)  # (16, groups, Fg, Cg)
     bias = np.zeros(geo.F, x.dtype) if b is None else np.ascontiguousarray(b, x.dtype)
     L = tiles(geo.OW) + 1
 
     def work(chunks):
-        for c in chunks:
+        for c in chunks:  # every channel: the forward plan never splits them
             t0, t1 = _tile_rows(c)
             (v, v3), (prod, prod3) = _tile_arrays(x.dtype, (c.n1 - c.n0) * (t1 - t0) * L, geo.C, geo.F)
             _input_transform(x[c.n0 : c.n1], geo.pt, geo.pl, t0, t1, L, v)
-            np.matmul(filters, v3, out=prod3)  # one call: NumPy loops over the 16 BLAS products
+            # one call: NumPy loops over the 16 (times groups) BLAS products
+            np.matmul(filters, _by_group(v3, geo.groups), out=_by_group(prod3, geo.groups))
             _output_transform(prod, bias, t0, t1, L, y[c.n0 : c.n1])
 
     run_plan(work, forward_plan(geo, x.itemsize, tile=2))
@@ -361,11 +373,11 @@ def backward(x, w, dy, geo: Geometry, dx, db=None) -> np.ndarray:
     the bias gradient) and return the weight gradient ``(F, C, 3, 3)``, from
     ``dy (N, F, OH, OW)``."""
     check_contiguous(x, w, dy, dx)
-    filters_t = filter_transform(w).transpose(0, 2, 1)  # U[k].T for every k
+    filters_t = _by_group(filter_transform(w), geo.groups).transpose(0, 1, 3, 2)  # U[k].T by group
     L = tiles(geo.OW) + 1
 
     def work(chunks):
-        du = np.zeros((16, geo.F, geo.C), x.dtype)
+        du = np.zeros((16, geo.groups, geo.Fg, geo.Cg), x.dtype)
         db_part = None if db is None else np.zeros_like(db)
         for c in chunks:
             add_chunk_bias_grad(dy, c, db_part)
@@ -375,8 +387,12 @@ def backward(x, w, dy, geo: Geometry, dx, db=None) -> np.ndarray:
             (v, v3), (dv, dv3), (dm, dm3) = _tile_arrays(x.dtype, m, c.c1 - c.c0, c.c1 - c.c0, geo.F)
             _output_transform_adjoint(dy[c.n0 : c.n1], t0, t1, L, dm)
             _input_transform(x[c.n0 : c.n1, ch], geo.pt, geo.pl, t0, t1, L, v)
-            du[:, :, ch] += np.matmul(dm3, v3.transpose(0, 2, 1))  # dU[k] += dM[k] @ V[k].T
-            np.matmul(filters_t[:, ch], dm3, out=dv3)
+            for g0, g1, r0, r1, at in group_segments(geo, c, 1):  # runs of whole groups: one call each
+                vs = _by_group(v3[:, at : at + (g1 - g0) * (r1 - r0)], g1 - g0)
+                dms = _by_group(dm3[:, g0 * geo.Fg : g1 * geo.Fg], g1 - g0)
+                du[:, g0:g1, :, r0:r1] += np.matmul(dms, vs.transpose(0, 1, 3, 2))  # dU[k] += dM[k] @ V[k].T
+                dvs = _by_group(dv3[:, at : at + (g1 - g0) * (r1 - r0)], g1 - g0)
+                np.matmul(filters_t[:, g0:g1, r0:r1], dms, out=dvs)
             grad = dx[c.n0 : c.n1, ch]
             check_contiguous(grad)  # a channel range is split off one image at a time
             _input_transform_adjoint(dv, geo.pt, geo.pl, t0, t1, L, c.oh0 == 0, grad)
@@ -384,4 +400,9 @@ def backward(x, w, dy, geo: Geometry, dx, db=None) -> np.ndarray:
 
     partial = run_plan(work, backward_plan(geo, x.itemsize, tile=2))
     add_in_order([p[1] for p in partial], db)
-    return filter_transform_adjoint(add_in_order([p[0] for p in partial]))
+    return filter_transform_adjoint(add_in_order([p[0] for p in partial]).reshape(16, geo.F, geo.Cg))
+
+
+def _by_group(a: np.ndarray, groups: int) -> np.ndarray:
+    """View ``a (16, groups*r, m)`` as ``(16, groups, r, m)``."""
+    return a.reshape(16, groups, -1, a.shape[2])

@@ -6,9 +6,10 @@ Five strategies, chosen per call from the geometry (see :func:`_strategy`):
   column gradient are BLAS products over im2col columns held in the per-thread workspace
   (:mod:`convcore.workspace`), the batch split over threads; col2im folds the column
   gradient into dx. 1x1, stride 1, no padding: GEMMs on the input itself, no im2col.
-- Winograd F(2x2, 3x3) (:mod:`convcore._winograd`) for large 3x3, stride-1, undilated,
-  ungrouped layers: 16 GEMMs of 4*F*C multiply-adds per output position against
-  im2col's 9*F*C, between input and output transforms.
+- Winograd F(2x2, 3x3) (:mod:`convcore._winograd`) for large 3x3, stride-1, undilated
+  layers (grouped ones with at least 16 channels and filters a group): 16 GEMMs of
+  4*F*C multiply-adds per output position against im2col's 9*F*C, between input and
+  output transforms.
 - im2col + GEMM on a channels-last copy of the input (:mod:`convcore._channels_last`)
   for float32 layers with short output rows, where the NCHW window kernels' runs of OW
   values are too short to vectorise.
@@ -93,6 +94,11 @@ _FORCE: str | None = None
 # and output element whatever C and F, while the GEMMs it saves scale with C*F (on 3
 # input channels it ran 2.3-2.4x slower than im2col + GEMM; benchmarks/engine_paths.py).
 _WINOGRAD_MIN_CHANNELS = 8
+# ... and, with several groups, this many channels and filters a group: against im2col +
+# GEMM, forward+backward, float32 / float64, 0.82-0.89 / 0.76-0.88 with 16 to 32 a group
+# (16x64x28x28 in 4 groups, 0.89 / 0.78); 1.04-1.11 / 0.91-0.98 with 8; 1.24 / 1.1-1.25
+# with 4 (its 16 GEMMs a group are too small).
+_WINOGRAD_MIN_GROUP_CHANNELS = 16
 # ... and this many multiply-adds: its kernels take ~2.5 s per dtype to compile on first
 # use (more than the rest of convcore), which only a large layer pays back.
 _WINOGRAD_MIN_MACS = 1 << 26
@@ -143,7 +149,8 @@ def _strategy(geo: Geometry, dtype) -> str:
     few_filters = multiplier_work <= _MULTIPLIER_MAX_WORK and geo.N >= _MULTIPLIER_MIN_BATCH
     if geo.Cg == 1 and (geo.Fg == 1 or few_filters):
         return "depthwise"
-    big = min(geo.C, geo.F) >= _WINOGRAD_MIN_CHANNELS and macs >= _WINOGRAD_MIN_MACS
+    per_group = _WINOGRAD_MIN_CHANNELS if geo.groups == 1 else _WINOGRAD_MIN_GROUP_CHANNELS
+    big = min(geo.Cg, geo.Fg) >= per_group and macs >= _WINOGRAD_MIN_MACS
     splits_well = geo.N >= thread_count() or geo.OW >= _WINOGRAD_MIN_WIDTH_SPLIT
     if _winograd.applies(geo) and big and splits_well:
         if np.dtype(dtype) != np.float32 or geo.OW >= _WINOGRAD_MIN_WIDTH_F32:

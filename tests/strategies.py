@@ -118,24 +118,36 @@ def split_engine_work(path, threads, chunk_bytes):
 GRADIENT_NAMES = ("y", "dx", "dw", "db")
 
 
-def engine_and_reference(engine, reference, x, w, b, opts, dy_seed=1):
+def engine_and_reference(engine, reference, x, w, b, opts, dy_seed=1, mixes_taps=False):
     """Run a forward/backward pair of the engine and of its naive reference.
 
     ``engine`` and ``reference`` are ``(forward, backward)`` pairs. Returns the engine's
     ``(y, dx, dw, db)``, the float64 reference's, and the reference on |x|, |w|, |b|, |dy|:
     for each output element the sum of the magnitudes of the terms it adds up, the scale
     of float rounding errors.
+
+    With ``mixes_taps`` (the Winograd engine) the scale of y and dx counts every weight of
+    each (filter, channel) kernel at every tap, and that of dw every tap's terms: the
+    transforms add all nine weights, and a tile's 4x4 input block, into each value before
+    the products, so an output whose own terms cancel or are few (a tiny weight on the
+    only input a padded 1x1 image has) still carries the rounding of the others.
     """
     y, cache = engine[0](x, w, b, **opts)
     dy = np.random.default_rng(dy_seed).standard_normal(y.shape).astype(y.dtype)
     got = (y, *engine[1](dy, cache))
 
-    def naive(transform):
+    def naive(transform, weights=w):
         as_ref = lambda a: None if a is None else transform(np.asarray(a, np.float64))
-        yr, cr = reference[0](as_ref(x), as_ref(w), as_ref(b), **opts)
+        yr, cr = reference[0](as_ref(x), as_ref(weights), as_ref(b), **opts)
         return (yr, *reference[1](as_ref(dy), cr))
 
-    return got, naive(lambda a: a), naive(np.abs)
+    magnitudes = naive(np.abs)
+    if mixes_taps:
+        kernel_sums = np.abs(np.asarray(w, np.float64)).sum(axis=(2, 3), keepdims=True)
+        y_mag, dx_mag, _, _ = naive(np.abs, np.broadcast_to(kernel_sums, w.shape))
+        dw_mag = np.broadcast_to(magnitudes[2].sum(axis=(2, 3), keepdims=True), w.shape)
+        magnitudes = (y_mag, dx_mag, dw_mag, magnitudes[3])
+    return got, naive(lambda a: a), magnitudes
 
 
 def assert_float64_agreement(got, want):
@@ -161,11 +173,11 @@ def assert_float32_agreement(got, want, magnitudes):
         assert np.abs(g - r).max() <= 2e-5 * np.abs(m).max(), name
 
 
-def assert_agrees_with_reference(engine, reference, x, w, b, opts):
+def assert_agrees_with_reference(engine, reference, x, w, b, opts, mixes_taps=False):
     """Run :func:`engine_and_reference` on ``x, w, b`` and assert the agreement their
     dtype must reach: :func:`assert_float32_agreement` for float32 inputs, else
     :func:`assert_float64_agreement`."""
-    got, want, magnitudes = engine_and_reference(engine, reference, x, w, b, opts)
+    got, want, magnitudes = engine_and_reference(engine, reference, x, w, b, opts, mixes_taps=mixes_taps)
     if x.dtype == np.float32:
         assert_float32_agreement(got, want, magnitudes)
     else:

@@ -302,7 +302,8 @@ def test_empty_images_are_refused(shape):
         ((1, 128, 28, 28), (128, 128, 3, 3), np.float64, dict(padding=1), "gemm"),  # batch 1, narrow
         ((64, 3, 32, 32), (32, 3, 3, 3), np.float64, dict(padding=1), "gemm"),  # 3 channels
         ((8, 64, 56, 56), (64, 64, 3, 3), np.float64, dict(stride=2), "gemm"),
-        ((8, 64, 56, 56), (64, 32, 3, 3), np.float64, dict(groups=2), "gemm"),
+        ((8, 64, 56, 56), (64, 32, 3, 3), np.float64, dict(groups=2), "winograd"),  # 32 a group
+        ((16, 64, 56, 56), (64, 8, 3, 3), np.float32, dict(padding=1, groups=8), "gemm"),  # 8 a group
         ((8, 64, 56, 56), (64, 64, 3, 3), np.float64, dict(dilation=2), "gemm"),
         ((64, 64, 16, 16), (128, 64, 3, 3), np.float32, dict(stride=2, padding=1), "channels_last"),
         ((16, 12, 37, 29), (24, 12, 5, 5), np.float32, dict(stride=3, padding=2), "channels_last"),

@@ -121,7 +121,7 @@ def test_segments_stack_runs_of_whole_groups(channels, want):
     """Groups of 2 channels, 3x3 windows: 18 weight rows a group, 9 a channel."""
     geo = conv_geometry((1, 8, 5, 5), (4, 2, 3, 3), 1, 0, 1, 4)
     chunk = _gemm.Chunk(0, 1, 0, geo.OH, *channels)
-    assert _gemm._segments(geo, chunk, geo.KH * geo.KW) == want
+    assert _gemm.group_segments(geo, chunk, geo.KH * geo.KW) == want
 
 
 def _covered(plan, geo, axes):

@@ -32,13 +32,19 @@ AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], float)
 
 @st.composite
 def winograd_configs(draw):
-    """3x3, stride 1, any padding, any size the padding allows."""
+    """3x3, stride 1, any padding, any size the padding allows, one group or several."""
     padding = draw(paddings())
     pads = pad_totals(padding) or (2, 2)  # "same" pads a 3x3 kernel by 2 in all
     h = draw(st.integers(max(1, 3 - pads[0]), 11))
     w = draw(st.integers(max(1, 3 - pads[1]), 11))
-    n, c, f = draw(st.integers(1, 3)), draw(st.integers(1, 5)), draw(st.integers(1, 5))
-    return dict(x=(n, c, h, w), w=(f, c, 3, 3), bias=draw(st.booleans()), opts=dict(padding=padding))
+    groups = draw(st.sampled_from([1, 1, 2, 3]))
+    n, cg, fg = draw(st.integers(1, 3)), draw(st.integers(1, 5 // groups + 1)), draw(st.integers(1, 3))
+    return dict(
+        x=(n, cg * groups, h, w),
+        w=(fg * groups, cg, 3, 3),
+        bias=draw(st.booleans()),
+        opts=dict(padding=padding, groups=groups),
+    )
 
 
 def split_work(threads, chunk_bytes):
@@ -54,14 +60,15 @@ SPLITS = [(1, 1 << 20), (2, 1), (2, 4096), (3, 1), (3, 1 << 20)]
 @given(cfg=winograd_configs(), seed=st.integers(0, 2**16))
 def test_float64_agrees_with_reference(threads, chunk_bytes, cfg, seed):
     with split_work(threads, chunk_bytes):
-        assert_agrees_with_reference(ENGINE, REFERENCE, *arrays_for(cfg, seed), cfg["opts"])
+        assert_agrees_with_reference(ENGINE, REFERENCE, *arrays_for(cfg, seed), cfg["opts"], mixes_taps=True)
 
 
 @pytest.mark.parametrize("threads, chunk_bytes", SPLITS[:3])
 @given(cfg=winograd_configs(), seed=st.integers(0, 2**16))
 def test_float32_agrees_with_float64_reference(threads, chunk_bytes, cfg, seed):
     with split_work(threads, chunk_bytes):
-        assert_agrees_with_reference(ENGINE, REFERENCE, *arrays_for(cfg, seed, np.float32), cfg["opts"])
+        cfg_arrays = arrays_for(cfg, seed, np.float32)
+        assert_agrees_with_reference(ENGINE, REFERENCE, *cfg_arrays, cfg["opts"], mixes_taps=True)
 
 
 @pytest.mark.parametrize(
@@ -72,13 +79,16 @@ def test_float32_agrees_with_float64_reference(threads, chunk_bytes, cfg, seed):
         ((1, 2, 4, 9), (3, 2, 3, 3), ((3, 0), (0, 4))),  # padding beyond the kernel's reach
         ((1, 8, 9, 7), (8, 8, 3, 3), "same"),  # odd sides: half tiles on the edges
         ((1, 1, 2, 40), (1, 1, 3, 3), ((1, 0), (1, 0))),  # one tile row, long
+        ((1, 6, 5, 7), (4, 3, 3, 3), 1),  # 2 groups, one image: channel splits cut groups
+        ((3, 8, 6, 6), (12, 2, 3, 3), "same"),  # 4 groups of 2 channels and 3 filters
     ],
 )
 @pytest.mark.parametrize("threads, chunk_bytes", SPLITS)
 def test_edge_configurations(x_shape, w_shape, padding, threads, chunk_bytes):
     cfg = dict(x=x_shape, w=w_shape, bias=True)
+    opts = dict(padding=padding, groups=x_shape[1] // w_shape[1])
     with split_work(threads, chunk_bytes):
-        assert_agrees_with_reference(ENGINE, REFERENCE, *arrays_for(cfg, 7), dict(padding=padding))
+        assert_agrees_with_reference(ENGINE, REFERENCE, *arrays_for(cfg, 7), opts, mixes_taps=True)
 
 
 def test_input_transform_is_bt_d_b():
