@@ -141,12 +141,11 @@ def _scratch_per_row(geo: Geometry, itemsize: int, channels: int, tile: int = 1,
     """Scratch for one output row of one image: with ``tile == 1`` its columns (and a row
     of ones, see :func:`_bias_in_gemm`) and their gradient plus the GEMM output (and with
     ``channels_last``, see :mod:`convcore._channels_last`, a share of the image's
-    channels-last copy). The im2col backward writes the gradient over the columns, so it
-    uses about half of this; budgeting for one array measured no faster (0.98-1.03);
-    with
-    ``tile == 2`` (Winograd, see :mod:`convcore._winograd`) half a tile row's transformed
-    inputs, their gradient and the transformed outputs, 16 values per tile each (and one
-    spare tile a row)."""
+    channels-last copy); with ``tile == 2`` (Winograd, see :mod:`convcore._winograd`) half
+    a tile row's transformed inputs, their gradient and the transformed outputs, 16 values
+    per tile each (and one spare tile a row). The im2col backward writes the gradient
+    over the columns, so it uses about half of its budget; budgeting for one array
+    measured no faster (0.98-1.03)."""
     if channels_last:
         image = -(-channels * geo.H * geo.W // geo.OH)
         return _scratch_per_row(geo, itemsize, channels) + image * itemsize

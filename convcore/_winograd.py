@@ -388,10 +388,10 @@ def backward(x, w, dy, geo: Geometry, dx, db=None) -> np.ndarray:
             _output_transform_adjoint(dy[c.n0 : c.n1], t0, t1, L, dm)
             _input_transform(x[c.n0 : c.n1, ch], geo.pt, geo.pl, t0, t1, L, v)
             for g0, g1, r0, r1, at in group_segments(geo, c, 1):  # runs of whole groups: one call each
-                vs = _by_group(v3[:, at : at + (g1 - g0) * (r1 - r0)], g1 - g0)
+                rows = slice(at, at + (g1 - g0) * (r1 - r0))  # the segment's channels in v and dv
+                vs, dvs = _by_group(v3[:, rows], g1 - g0), _by_group(dv3[:, rows], g1 - g0)
                 dms = _by_group(dm3[:, g0 * geo.Fg : g1 * geo.Fg], g1 - g0)
                 du[:, g0:g1, :, r0:r1] += np.matmul(dms, vs.transpose(0, 1, 3, 2))  # dU[k] += dM[k] @ V[k].T
-                dvs = _by_group(dv3[:, at : at + (g1 - g0) * (r1 - r0)], g1 - g0)
                 np.matmul(filters_t[:, g0:g1, r0:r1], dms, out=dvs)
             grad = dx[c.n0 : c.n1, ch]
             check_contiguous(grad)  # a channel range is split off one image at a time

@@ -126,11 +126,12 @@ def engine_and_reference(engine, reference, x, w, b, opts, dy_seed=1, mixes_taps
     for each output element the sum of the magnitudes of the terms it adds up, the scale
     of float rounding errors.
 
-    With ``mixes_taps`` (the Winograd engine) the scale of y and dx counts every weight of
-    each (filter, channel) kernel at every tap, and that of dw every tap's terms: the
-    transforms add all nine weights, and a tile's 4x4 input block, into each value before
-    the products, so an output whose own terms cancel or are few (a tiny weight on the
-    only input a padded 1x1 image has) still carries the rounding of the others.
+    With ``mixes_taps`` (the Winograd engine; only float32 checks read the scale) the
+    scale of y and dx counts every weight of each (filter, channel) kernel at every tap,
+    and that of dw every tap's terms: the transforms add all nine weights, and a tile's
+    4x4 input block, into each value before the products, so an output whose own terms
+    cancel or are few (a tiny weight on the only input a padded 1x1 image has) still
+    carries the rounding of the others.
     """
     y, cache = engine[0](x, w, b, **opts)
     dy = np.random.default_rng(dy_seed).standard_normal(y.shape).astype(y.dtype)
