@@ -143,9 +143,13 @@ def _scratch_per_row(geo: Geometry, itemsize: int, channels: int, tile: int = 1,
     ``channels_last``, see :mod:`convcore._channels_last`, a share of the image's
     channels-last copy); with ``tile == 2`` (Winograd, see :mod:`convcore._winograd`) half
     a tile row's transformed inputs, their gradient and the transformed outputs, 16 values
-    per tile each (and one spare tile a row). The im2col backward writes the gradient
+    per tile each (and one spare tile a row); with both (:mod:`convcore._winograd_cl`),
+    half a tile row's transformed inputs and outputs and a share of the padded input. The im2col backward writes the gradient
     over the columns, so it uses about half of its budget; budgeting for one array
     measured no faster (0.98-1.03)."""
+    if channels_last and tile == 2:  # the padded input's phases (its rows at most 2x a tile
+        tw = (geo.OW + 1) // 2  # row's share), and 16 transformed inputs and outputs a tile
+        return (4 * (tw + 1) * channels + 8 * tw * (channels + geo.F)) * itemsize
     if channels_last:
         image = -(-channels * geo.H * geo.W // geo.OH)
         return _scratch_per_row(geo, itemsize, channels) + image * itemsize
@@ -212,6 +216,8 @@ def _plan(
     extent = units[small_batch_axis]
     macs = geo.N * geo.F * geo.P * geo.Cg * geo.KH * geo.KW
     threads = max(1, min(threads, max(geo.N, extent))) if macs * itemsize >= min_work else 1
+    if tile == 2 and channels_last:  # whole images only (:mod:`convcore._winograd_cl`)
+        threads = min(threads, geo.N)
     budget = min(limit // threads, chunk_bytes)  # per thread: its share, at most chunk_bytes
     if tile == 2:  # Winograd's three tile arrays are each padded by up to two cache lines a plane
         budget = max(budget - 3 * 16 * 128, 0)

@@ -335,12 +335,15 @@ def _tile_arrays(dtype, m: int, *rows: int) -> list[tuple[np.ndarray, np.ndarray
     most layers) share cache sets, which made the transforms 3-7x slower.
     """
     itemsize = np.dtype(dtype).itemsize
-    strides = []
-    for r in rows:
-        lines = -(-r * m * itemsize // 64)
-        strides.append((lines + 1 - lines % 2) * 64 // itemsize)
-    flat = scratch(dtype, *[(16, s) for s in strides])
+    flat = scratch(dtype, *[(16, plane_stride(itemsize, r * m)) for r in rows])
     return [(a, a[:, : r * m].reshape(16, r, m)) for a, r in zip(flat, rows, strict=True)]
+
+
+def plane_stride(itemsize: int, n: int) -> int:
+    """Elements from one tile-array plane of ``n`` values to the next: an odd number of
+    cache lines (see :func:`_tile_arrays`)."""
+    lines = -(-n * itemsize // 64)
+    return (lines + 1 - lines % 2) * 64 // itemsize
 
 
 def _tile_rows(c: Chunk) -> tuple[int, int]:

@@ -1,6 +1,6 @@
 """The functional convolution: forward, dW and dX as GEMMs over im2col columns.
 
-Five strategies, chosen per call from the geometry (see :func:`_strategy`):
+Six strategies, chosen per call from the geometry (see :func:`_strategy`):
 
 - im2col + GEMM (the general case, :mod:`convcore._gemm`): the forward pass, dW and the
   column gradient are BLAS products over im2col columns held in the per-thread workspace
@@ -10,6 +10,9 @@ Five strategies, chosen per call from the geometry (see :func:`_strategy`):
   layers (grouped ones with at least 16 channels and filters a group): 16 GEMMs of
   4*F*C multiply-adds per output position against im2col's 9*F*C, between input and
   output transforms.
+- the same Winograd transforms tile by tile over channels-last vectors
+  (:mod:`convcore._winograd_cl`) for such layers with small images, whose planes of
+  tiles are too short for the NCHW transforms' loops.
 - im2col + GEMM on a channels-last copy of the input (:mod:`convcore._channels_last`)
   for float32 layers with short output rows, where the NCHW window kernels' runs of OW
   values are too short to vectorise.
@@ -26,7 +29,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from convcore import _channels_last, _gemm, _winograd
+from convcore import _channels_last, _gemm, _winograd, _winograd_cl
 from convcore._depthwise import depthwise_backward, depthwise_forward
 from convcore._direct import tiny_backward, tiny_forward
 from convcore._geometry import Geometry, as_pair, check_ndim, conv_geometry, resolve_dtypes
@@ -86,9 +89,9 @@ def prepare_conv(x, w, b, stride, padding, dilation, groups):
 # Below this many multiply-adds, direct loops beat im2col + GEMM (their fixed cost is a
 # few microseconds of NumPy calls).
 _DIRECT_MAX_MACS = 1 << 14
-# Forces a strategy: "gemm", "tiny", "depthwise", "winograd" or "channels_last" (the
-# tests run each over the same cases; the last two fall back to "gemm" where they do not
-# apply).
+# Forces a strategy: "gemm", "tiny", "depthwise", "winograd", "winograd_cl" or
+# "channels_last" (the tests run each over the same cases; the last three fall back to
+# "gemm" where they do not apply).
 _FORCE: str | None = None
 # Winograd needs this many channels and filters: its transforms cost the same per input
 # and output element whatever C and F, while the GEMMs it saves scale with C*F (on 3
@@ -110,6 +113,19 @@ _WINOGRAD_MIN_WIDTH_SPLIT = 48
 # ... and, in float32, outputs at least this wide (16x16 outputs ran 1.05-1.07x slower;
 # 32 to 64 wide, 0.70-0.80x).
 _WINOGRAD_MIN_WIDTH_F32 = 24
+# Layers of one group with outputs at most this wide run Winograd over channels-last
+# tiles (:mod:`convcore._winograd_cl`) instead, under the same channel and size
+# thresholds, where every chunk holds whole images. Forward+backward, interleaved, against
+# the engine chosen before (float32 channels-last im2col, float64 Winograd or im2col):
+# float32 0.64-0.88 on 4 to 16 wide outputs with 8 to 256 channels and at least 2048
+# output positions a batch (cifar_c32_16_k3 0.77); float64 0.42-0.89 on 4 to 16 wide.
+# 28 to 32 wide, float64 measured 1.01-1.03, float32 0.80-1.15.
+_WINOGRAD_CL_MAX_WIDTH = 16
+# ... and, in float32, a batch with at least this many output positions: with fewer, the
+# filter transforms and the transformed weight gradient of many channels are not paid
+# back (8x512x7x7 2.41, 4x64x8x8 1.43, 64x512x4x4 1.36, 16x256x7x7 1.05; 8x256x14x14
+# 0.96 with 1568).
+_WINOGRAD_CL_MIN_POSITIONS_F32 = 2048
 # float32 layers with outputs at most this wide and at least this many channels run on a
 # channels-last copy of the input (:mod:`convcore._channels_last`). Forward+backward
 # against im2col + GEMM, interleaved (benchmarks/engine_paths.py): 0.72-0.97 on 8 to 16
@@ -133,14 +149,16 @@ def _strategy(geo: Geometry, dtype) -> str:
     """'tiny' loops for tiny problems, 'depthwise' shift-and-add loops for one channel and
     one filter per group (forward+backward 0.05-0.25x the time of im2col + GEMM,
     ``benchmarks/engine_paths.py --only depthwise``) and for one channel and a few filters
-    per group (see above), 'winograd' for 3x3 stride-1 layers and
-    'channels_last' for float32 layers with short output rows where they measured faster
+    per group (see above), 'winograd_cl' and 'winograd' for 3x3 stride-1 layers (the
+    first for small images) and 'channels_last' for float32 layers with short output rows where they measured faster
     (see the constants above), else 'gemm'."""
     macs = geo.N * geo.F * geo.P * geo.Cg * geo.KH * geo.KW
     if _FORCE is not None:
         if _FORCE == "winograd" and not _winograd.applies(geo):
             return "gemm"
         if _FORCE == "channels_last" and not _channels_last.applies(geo, np.dtype(dtype).itemsize):
+            return "gemm"
+        if _FORCE == "winograd_cl" and not _winograd_cl.applies(geo, np.dtype(dtype).itemsize):
             return "gemm"
         return _FORCE
     if macs <= _DIRECT_MAX_MACS:
@@ -151,6 +169,10 @@ def _strategy(geo: Geometry, dtype) -> str:
         return "depthwise"
     per_group = _WINOGRAD_MIN_CHANNELS if geo.groups == 1 else _WINOGRAD_MIN_GROUP_CHANNELS
     big = min(geo.Cg, geo.Fg) >= per_group and macs >= _WINOGRAD_MIN_MACS
+    if _winograd.applies(geo) and big and geo.groups == 1 and geo.OW <= _WINOGRAD_CL_MAX_WIDTH:
+        enough = np.dtype(dtype) != np.float32 or geo.N * geo.P >= _WINOGRAD_CL_MIN_POSITIONS_F32
+        if enough and _winograd_cl.applies(geo, np.dtype(dtype).itemsize):
+            return "winograd_cl"
     splits_well = geo.N >= thread_count() or geo.OW >= _WINOGRAD_MIN_WIDTH_SPLIT
     if _winograd.applies(geo) and big and splits_well:
         if np.dtype(dtype) != np.float32 or geo.OW >= _WINOGRAD_MIN_WIDTH_F32:
@@ -161,7 +183,12 @@ def _strategy(geo: Geometry, dtype) -> str:
     return "gemm"
 
 
-_ENGINES = {"gemm": _gemm, "winograd": _winograd, "channels_last": _channels_last}
+_ENGINES = {
+    "gemm": _gemm,
+    "winograd": _winograd,
+    "winograd_cl": _winograd_cl,
+    "channels_last": _channels_last,
+}
 
 
 def _forward(x, w, b, geo: Geometry):

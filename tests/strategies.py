@@ -67,6 +67,29 @@ def conv_configs(draw, max_batch=3):
     )
 
 
+# F(2x2, 3x3) (Lavin and Gray, 2016): a 2x2 output tile is A^T [(G g G^T) * (B^T d B)] A
+BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], float)
+G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
+AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], float)
+
+
+@st.composite
+def winograd_configs(draw, groups=(1, 1, 2, 3)):
+    """3x3, stride 1, any padding, any size the padding allows, one of ``groups``."""
+    padding = draw(paddings())
+    pads = pad_totals(padding) or (2, 2)  # "same" pads a 3x3 kernel by 2 in all
+    h = draw(st.integers(max(1, 3 - pads[0]), 11))
+    w = draw(st.integers(max(1, 3 - pads[1]), 11))
+    g = draw(st.sampled_from(groups))
+    n, cg, fg = draw(st.integers(1, 3)), draw(st.integers(1, 5 // g + 1)), draw(st.integers(1, 3))
+    return dict(
+        x=(n, cg * g, h, w),
+        w=(fg * g, cg, 3, 3),
+        bias=draw(st.booleans()),
+        opts=dict(padding=padding, groups=g),
+    )
+
+
 def arrays_for(cfg, seed, dtype=np.float64):
     rng = np.random.default_rng(seed)
     x = rng.standard_normal(cfg["x"]).astype(dtype)

@@ -295,8 +295,12 @@ def test_empty_images_are_refused(shape):
         ((1, 1, 3, 3), (1, 1, 2, 2), np.float64, {}, "tiny"),
         ((8, 64, 56, 56), (64, 1, 3, 3), np.float32, dict(padding=1, groups=64), "depthwise"),
         ((8, 64, 56, 56), (64, 64, 3, 3), np.float32, dict(padding=1), "winograd"),
-        ((64, 32, 16, 16), (64, 32, 3, 3), np.float64, dict(padding=1), "winograd"),
-        ((64, 32, 16, 16), (64, 32, 3, 3), np.float32, dict(padding=1), "channels_last"),  # narrow
+        ((64, 32, 16, 16), (64, 32, 3, 3), np.float64, dict(padding=1), "winograd_cl"),  # narrow
+        ((64, 32, 16, 16), (64, 32, 3, 3), np.float32, dict(padding=1), "winograd_cl"),
+        ((8, 512, 7, 7), (512, 512, 3, 3), np.float64, dict(padding=1), "winograd_cl"),
+        ((8, 512, 7, 7), (512, 512, 3, 3), np.float32, dict(padding=1), "channels_last"),  # 392 positions
+        ((16, 64, 28, 28), (64, 64, 3, 3), np.float64, dict(padding=1), "winograd"),  # 28 wide
+        ((16, 32, 16, 16), (32, 32, 3, 3), np.float32, dict(padding=1), "channels_last"),  # small
         ((8, 16, 32, 32), (16, 16, 3, 3), np.float64, dict(padding=1), "gemm"),  # small
         ((1, 128, 56, 56), (128, 128, 3, 3), np.float64, dict(padding=1), "winograd"),  # batch 1, wide
         ((1, 128, 28, 28), (128, 128, 3, 3), np.float64, dict(padding=1), "gemm"),  # batch 1, narrow

@@ -12,39 +12,19 @@ from convcore import _gemm, _winograd, reference, workspace
 from convcore._geometry import conv_geometry
 
 from strategies import (
+    AT,
+    BT,
+    G,
     arrays_for,
     assert_agrees_with_reference,
     engine_path,
     max_rel_err,
-    pad_totals,
-    paddings,
     split_engine_work,
+    winograd_configs,
 )
 
 ENGINE = (cc.conv2d_forward, cc.conv2d_backward)
 REFERENCE = (reference.conv2d_forward, reference.conv2d_backward)
-
-# F(2x2, 3x3) (Lavin and Gray, 2016): a 2x2 output tile is A^T [(G g G^T) * (B^T d B)] A
-BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], float)
-G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
-AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], float)
-
-
-@st.composite
-def winograd_configs(draw):
-    """3x3, stride 1, any padding, any size the padding allows, one group or several."""
-    padding = draw(paddings())
-    pads = pad_totals(padding) or (2, 2)  # "same" pads a 3x3 kernel by 2 in all
-    h = draw(st.integers(max(1, 3 - pads[0]), 11))
-    w = draw(st.integers(max(1, 3 - pads[1]), 11))
-    groups = draw(st.sampled_from([1, 1, 2, 3]))
-    n, cg, fg = draw(st.integers(1, 3)), draw(st.integers(1, 5 // groups + 1)), draw(st.integers(1, 3))
-    return dict(
-        x=(n, cg * groups, h, w),
-        w=(fg * groups, cg, 3, 3),
-        bias=draw(st.booleans()),
-        opts=dict(padding=padding, groups=groups),
-    )
 
 
 def split_work(threads, chunk_bytes):
