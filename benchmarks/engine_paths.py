@@ -1,8 +1,9 @@
 """The Winograd, channels-last and depthwise engines against im2col + GEMM on the same
-layers, and small layers on one thread against split over the threads.
+layers, channels-last Winograd against the engine chosen without it, and small layers on
+one thread against split over the threads.
 
     python benchmarks/engine_paths.py [--repeats 5]
-        [--only winograd|channels_last|depthwise|multiplier|threads]
+        [--only winograd|winograd_cl|channels_last|depthwise|multiplier|threads]
 
 ``multiplier``: layers with one input channel and several filters per group on the
 depthwise loops. ``threads``: small layers on the engine convcore picks for them, their
@@ -33,6 +34,21 @@ WINOGRAD = [  # 3x3, stride 1, padding 1
     (64, 16, 32, 32, 16, (3, 3), 1, 1, 1),
     (64, 32, 16, 16, 64, (3, 3), 1, 1, 1),  # cifar_c32_16_k3
     (64, 3, 32, 32, 32, (3, 3), 1, 1, 1),  # cifar_c3_32_k3
+]
+WINOGRAD_CL = [  # 3x3, stride 1, padding 1: small images, then wider ones and few positions
+    (64, 32, 16, 16, 64, (3, 3), 1, 1, 1),  # cifar_c32_16_k3
+    (64, 64, 16, 16, 128, (3, 3), 1, 1, 1),
+    (64, 64, 8, 8, 64, (3, 3), 1, 1, 1),
+    (32, 128, 8, 8, 128, (3, 3), 1, 1, 1),
+    (128, 64, 4, 4, 64, (3, 3), 1, 1, 1),
+    (64, 256, 7, 7, 256, (3, 3), 1, 1, 1),
+    (16, 256, 14, 14, 256, (3, 3), 1, 1, 1),
+    (64, 8, 16, 16, 16, (3, 3), 1, 1, 1),
+    (16, 64, 28, 28, 64, (3, 3), 1, 1, 1),  # 28 wide
+    (32, 32, 32, 32, 32, (3, 3), 1, 1, 1),  # 32 wide
+    (8, 64, 56, 56, 64, (3, 3), 1, 1, 1),  # resnet_c64_56_k3
+    (8, 512, 7, 7, 512, (3, 3), 1, 1, 1),  # 392 positions
+    (64, 512, 4, 4, 512, (3, 3), 1, 1, 1),  # 1024 positions
 ]
 CHANNELS_LAST = [  # short output rows, then the wider ones and few channels it loses on
     (128, 64, 8, 8, 64, (3, 3), 1, 1, 1),
@@ -92,6 +108,10 @@ def _force_path(path):
     return apply
 
 
+def _without_winograd_cl():
+    conv._FORCE, conv._WINOGRAD_CL_MAX_WIDTH = None, -1
+
+
 def _split(on: bool):
     def apply():
         _gemm._MIN_PARALLEL_MAC_BYTES = 0 if on else 1 << 62
@@ -108,6 +128,11 @@ def _against_gemm(path: str, layers) -> tuple:
 # over the first
 ENGINES = {
     "winograd": _against_gemm("winograd", WINOGRAD),
+    "winograd_cl": (
+        "winograd_cl / without",
+        {"without": _without_winograd_cl, "winograd_cl": _force_path("winograd_cl")},
+        WINOGRAD_CL,
+    ),
     "channels_last": _against_gemm("channels_last", CHANNELS_LAST),
     "depthwise": _against_gemm("depthwise", DEPTHWISE),
     "multiplier": _against_gemm("depthwise", MULTIPLIER),
@@ -139,14 +164,14 @@ def compare(settings: dict, layer, dtype, repeats: int, rng) -> list[float]:
         cc.conv2d_backward(dy, cc.conv2d_forward(x, w, b, **opts)[1])
 
     rounds = {name: [] for name in settings}
-    saved = _gemm._MIN_PARALLEL_MAC_BYTES
+    saved = _gemm._MIN_PARALLEL_MAC_BYTES, conv._WINOGRAD_CL_MAX_WIDTH
     try:
         for _ in range(repeats):
             for name, apply in settings.items():
                 apply()
                 rounds[name].append(_median_ms(run))
     finally:
-        conv._FORCE, _gemm._MIN_PARALLEL_MAC_BYTES = None, saved
+        conv._FORCE, (_gemm._MIN_PARALLEL_MAC_BYTES, conv._WINOGRAD_CL_MAX_WIDTH) = None, saved
     return [float(np.median(r)) for r in rounds.values()]
 
 

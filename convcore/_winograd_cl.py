@@ -56,16 +56,20 @@ def _phase_copy(x, pt, pl, xq, back):
     n, C, H, W = x.shape
     Hp, Wq = xq.shape[1], xq.shape[3]
     xf, qf = x.ravel(), xq.ravel()
-    if not back:
-        for k in range(u(qf.size)):
-            qf[k] = 0
-    plane = u(H * W)
+    row, plane = u(2 * Wq * C), u(H * W)
     for i in range(n):
-        for h in range(H):
+        for hp in range(Hp):  # a padded row: both phases
+            q = u(i * Hp + hp) * row
+            h = hp - pt
+            if not back:  # zero the row, then fill it while it is in cache
+                for k in range(row):
+                    qf[q + k] = 0
+            if not 0 <= h < H:
+                continue
             for c0 in range(0, C, 16):  # 16 channels at a time: 16 read streams
                 c1 = u(min(c0 + 16, C) - c0)
                 for w in range(W):
-                    at = u((((i * Hp + h + pt) * 2 + (w + pl) % 2) * Wq + (w + pl) // 2) * C + c0)
+                    at = q + u(((w + pl) % 2 * Wq + (w + pl) // 2) * C + c0)
                     src = u(((i * C + c0) * H + h) * W + w)
                     if back:
                         for c in range(c1):

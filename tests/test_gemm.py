@@ -224,7 +224,7 @@ def test_outputs_must_be_contiguous():
 
 @pytest.mark.parametrize(
     "path, n, chunk_bytes",
-    [("gemm", 3, 2048), ("winograd", 3, 4096), ("channels_last", 5, 1 << 16)],  # each engine split
+    [("gemm", 3, 2048), ("winograd", 3, 4096), ("winograd_cl", 5, 1 << 16), ("channels_last", 5, 1 << 16)],
 )
 def test_split_results_are_bitwise_reproducible(path, n, chunk_bytes):
     x, w, b = arrays_for(dict(x=(n, 4, 9, 9), w=(5, 4, 3, 3), bias=True), 2)

@@ -119,7 +119,7 @@ def test_concurrent_calls_match_sequential_calls():
     _assert_concurrent_runs_match_sequential(lambda x, w, b: _fwd_bwd(x, w, b, padding="same"), problems)
 
 
-@pytest.mark.parametrize("path", ["winograd", "channels_last"])
+@pytest.mark.parametrize("path", ["winograd", "winograd_cl", "channels_last"])
 def test_concurrent_engine_calls_match_sequential_calls(path):
     problems = [_problem(dt, n) for dt in (np.float32, np.float64) for n in (1, 24)]
     with engine_path(path):
