@@ -113,18 +113,21 @@ _WINOGRAD_MIN_WIDTH_SPLIT = 48
 # ... and, in float32, outputs at least this wide (16x16 outputs ran 1.05-1.07x slower;
 # 32 to 64 wide, 0.70-0.80x).
 _WINOGRAD_MIN_WIDTH_F32 = 24
-# Layers of one group with outputs at most this wide run Winograd over channels-last
-# tiles (:mod:`convcore._winograd_cl`) instead, under the same channel and size
-# thresholds, where every chunk holds whole images. Forward+backward, interleaved, against
-# the engine chosen before (float32 channels-last im2col, float64 Winograd or im2col):
-# float32 0.64-0.88 on 4 to 16 wide outputs with 8 to 256 channels and at least 2048
-# output positions a batch (cifar_c32_16_k3 0.77); float64 0.42-0.89 on 4 to 16 wide.
-# 28 to 32 wide, float64 measured 1.01-1.03, float32 0.80-1.15.
+# Layers of one group with an image per thread run Winograd over channels-last tiles
+# (:mod:`convcore._winograd_cl`) instead, under the same channel and size thresholds,
+# where every chunk holds whole images: in float64 with outputs at most this wide; in
+# float32 with at least 2048 output positions a batch and outputs at most this wide, or
+# at least 32 channels and filters. Forward+backward, interleaved, against the engine
+# chosen without it (benchmarks/engine_paths.py --only winograd_cl): float32 0.68-0.97
+# on 4 to 16 wide outputs with 8 to 256 channels (cifar_c32_16_k3 0.80), 0.79-0.93 on 24
+# to 56 wide ones with 32 to 128 (resnet_c64_56_k3 0.93); float64 0.44-0.90 on 4 to 16
+# wide. Left alone: float64 28 to 32 wide, 1.01-1.02; float32 with 16 channels 32 and
+# 64 wide, 1.10-1.27.
 _WINOGRAD_CL_MAX_WIDTH = 16
-# ... and, in float32, a batch with at least this many output positions: with fewer, the
-# filter transforms and the transformed weight gradient of many channels are not paid
-# back (8x512x7x7 2.41, 4x64x8x8 1.43, 64x512x4x4 1.36, 16x256x7x7 1.05; 8x256x14x14
-# 0.96 with 1568).
+_WINOGRAD_CL_MIN_CHANNELS_WIDE_F32 = 32
+# ... and with fewer float32 output positions than this, the filter transforms and the
+# transformed weight gradient of many channels are not paid back (8x512x7x7 2.61,
+# 4x64x8x8 1.43, 64x512x4x4 1.41, 16x256x7x7 1.05; 8x256x14x14 0.96 with 1568).
 _WINOGRAD_CL_MIN_POSITIONS_F32 = 2048
 # float32 layers with outputs at most this wide and at least this many channels run on a
 # channels-last copy of the input (:mod:`convcore._channels_last`). Forward+backward
@@ -169,9 +172,8 @@ def _strategy(geo: Geometry, dtype) -> str:
         return "depthwise"
     per_group = _WINOGRAD_MIN_CHANNELS if geo.groups == 1 else _WINOGRAD_MIN_GROUP_CHANNELS
     big = min(geo.Cg, geo.Fg) >= per_group and macs >= _WINOGRAD_MIN_MACS
-    if _winograd.applies(geo) and big and geo.groups == 1 and geo.OW <= _WINOGRAD_CL_MAX_WIDTH:
-        enough = np.dtype(dtype) != np.float32 or geo.N * geo.P >= _WINOGRAD_CL_MIN_POSITIONS_F32
-        if enough and _winograd_cl.applies(geo, np.dtype(dtype).itemsize):
+    if _winograd.applies(geo) and big and geo.groups == 1 and geo.N >= thread_count():
+        if _winograd_cl_suits(geo, dtype) and _winograd_cl.applies(geo, np.dtype(dtype).itemsize):
             return "winograd_cl"
     splits_well = geo.N >= thread_count() or geo.OW >= _WINOGRAD_MIN_WIDTH_SPLIT
     if _winograd.applies(geo) and big and splits_well:
@@ -181,6 +183,15 @@ def _strategy(geo: Geometry, dtype) -> str:
     if short_rows and np.dtype(dtype) == np.float32 and _channels_last.applies(geo, 4):
         return "channels_last"
     return "gemm"
+
+
+def _winograd_cl_suits(geo: Geometry, dtype) -> bool:
+    """Where channels-last Winograd measured faster (see the constants above)."""
+    narrow = geo.OW <= _WINOGRAD_CL_MAX_WIDTH
+    if np.dtype(dtype) != np.float32:
+        return narrow
+    many = min(geo.C, geo.F) >= _WINOGRAD_CL_MIN_CHANNELS_WIDE_F32
+    return geo.N * geo.P >= _WINOGRAD_CL_MIN_POSITIONS_F32 and (narrow or many)
 
 
 _ENGINES = {
