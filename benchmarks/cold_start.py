@@ -4,10 +4,11 @@
 
 Each measurement is a fresh interpreter. Cold: an empty NUMBA_CACHE_DIR, so every kernel
 the calls need is compiled. Warm: the same directory again, so they load from the cache.
-Five workloads: the seeds' 3x3 input with a 2x2 filter (direct loops), a 16-channel
+Six workloads: the seeds' 3x3 input with a 2x2 filter (direct loops), a 16-channel
 32x32 batch (im2col + GEMM + col2im), a 32-channel 16x16 batch (channels-last in
-float32, im2col in float64), a depthwise 32-channel 32x32 batch (the depthwise loops)
-and resnet_c64_56_k3's shape (the Winograd engine).
+float32, im2col in float64), a depthwise 32-channel 32x32 batch (the depthwise loops),
+resnet_c64_56_k3's shape (the Winograd engine in float64, channels-last Winograd in
+float32) and cifar_c32_16_k3's (channels-last Winograd).
 """
 
 import argparse
@@ -35,6 +36,7 @@ WORKLOADS = {
     "16x32x16x16, 3x3 filter": dict(x=(16, 32, 16, 16), w=(32, 32, 3, 3), p=1, g=1),
     "8x32x32x32, depthwise": dict(x=(8, 32, 32, 32), w=(32, 1, 3, 3), p=1, g=32),
     "8x64x56x56, Winograd": dict(x=(8, 64, 56, 56), w=(64, 64, 3, 3), p=1, g=1),
+    "64x32x16x16, Winograd cl": dict(x=(64, 32, 16, 16), w=(64, 32, 3, 3), p=1, g=1),
 }
 
 

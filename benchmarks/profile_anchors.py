@@ -5,9 +5,10 @@
 ``--extra`` profiles the shapes of ``extra_shapes.py`` too.
 
 The engine's pieces are timed by wrapping them: the im2col and col2im kernels (NCHW and
-channels-last), the Winograd engine's four transforms ("transform"), the BLAS products
-(``np.matmul``, every engine), and the transposed copies between GEMM layouts and NCHW
-(``np.copyto``/``np.add``, and the channels-last engine's transposes). "other" is the
+channels-last), the Winograd engines' four transforms each ("transform"), the BLAS
+products (``np.matmul``, every engine), and the transposed copies between GEMM layouts
+and NCHW (``np.copyto``/``np.add``, the channels-last engine's transposes and the
+channels-last Winograd engine's phase copies). "other" is the
 rest of the wall time: argument checks, output allocation and first touch, bias, the
 bias gradient, planning and Python overhead. One
 thread (and single-threaded BLAS, as always inside the engine) so the pieces add up;
@@ -22,7 +23,7 @@ from types import SimpleNamespace
 import numpy as np
 
 import convcore as cc
-from convcore import _channels_last, _gemm, _threads, _winograd
+from convcore import _channels_last, _gemm, _threads, _winograd, _winograd_cl
 from convcore.bench.configs import anchor_suite
 
 PIECES = ("im2col", "gemm", "col2im", "transform", "copies", "other")
@@ -118,8 +119,11 @@ def main():
     _channels_last.col2im_cl_into = _timed(totals, "col2im", _channels_last.col2im_cl_into)
     for name in ("to_channels_last", "from_channels_last"):
         setattr(_channels_last, name, _timed(totals, "copies", getattr(_channels_last, name)))
-    for name in TRANSFORMS:
-        setattr(_winograd, name, _timed(totals, "transform", getattr(_winograd, name)))
+    _winograd_cl.np = _TimedNumPy(totals)
+    _winograd_cl._phase_copy = _timed(totals, "copies", _winograd_cl._phase_copy)
+    for module in (_winograd, _winograd_cl):
+        for name in TRANSFORMS:
+            setattr(module, name, _timed(totals, "transform", getattr(module, name)))
     print(
         f"{'configuration':22s} {'total ms':>9s} " + " ".join(f"{p:>9s}" for p in PIECES) + "  (% of total)"
     )
