@@ -108,8 +108,15 @@ def _force_path(path):
     return apply
 
 
+_WINOGRAD_CL_SUITS = conv._winograd_cl_suits
+
+
 def _without_winograd_cl():
-    conv._FORCE, conv._WINOGRAD_CL_MAX_WIDTH = None, -1
+    conv._FORCE, conv._winograd_cl_suits = None, lambda geo, dtype: False
+
+
+def _with_winograd_cl():
+    conv._FORCE, conv._winograd_cl_suits = "winograd_cl", _WINOGRAD_CL_SUITS
 
 
 def _split(on: bool):
@@ -130,7 +137,7 @@ ENGINES = {
     "winograd": _against_gemm("winograd", WINOGRAD),
     "winograd_cl": (
         "winograd_cl / without",
-        {"without": _without_winograd_cl, "winograd_cl": _force_path("winograd_cl")},
+        {"without": _without_winograd_cl, "winograd_cl": _with_winograd_cl},
         WINOGRAD_CL,
     ),
     "channels_last": _against_gemm("channels_last", CHANNELS_LAST),
@@ -164,14 +171,15 @@ def compare(settings: dict, layer, dtype, repeats: int, rng) -> list[float]:
         cc.conv2d_backward(dy, cc.conv2d_forward(x, w, b, **opts)[1])
 
     rounds = {name: [] for name in settings}
-    saved = _gemm._MIN_PARALLEL_MAC_BYTES, conv._WINOGRAD_CL_MAX_WIDTH
+    saved = _gemm._MIN_PARALLEL_MAC_BYTES
     try:
         for _ in range(repeats):
             for name, apply in settings.items():
                 apply()
                 rounds[name].append(_median_ms(run))
     finally:
-        conv._FORCE, (_gemm._MIN_PARALLEL_MAC_BYTES, conv._WINOGRAD_CL_MAX_WIDTH) = None, saved
+        conv._FORCE, _gemm._MIN_PARALLEL_MAC_BYTES = None, saved
+        conv._winograd_cl_suits = _WINOGRAD_CL_SUITS
     return [float(np.median(r)) for r in rounds.values()]
 
 

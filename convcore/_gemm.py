@@ -11,7 +11,8 @@ slower while they spun after each GEMM), and no result depends on how many BLAS 
 another call left running. A batch of at least one image per thread is split into
 contiguous ranges of images; a smaller one is split by output rows (forward) and by input
 channels (backward: dW rows, column-gradient rows and the dx planes they fold into all
-belong to one channel). Each thread walks its share in chunks whose scratch (budgeted
+belong to one channel), except on the channels-last Winograd engine, which takes whole
+images and so runs on at most one thread an image. Each thread walks its share in chunks whose scratch (budgeted
 as columns, their gradient and the GEMM output) stays under its share of the workspace
 limit and :data:`_CHUNK_BYTES`; an image larger than that runs in bands of output rows. No two
 threads write one element; with an image split each thread keeps its own dW, and the
@@ -182,7 +183,8 @@ def forward_plan(
     """The forward chunks of each thread, in order; the first runs on the caller. A batch
     smaller than the thread count is split by output rows, in multiples of ``tile`` (2 for
     Winograd's 2x2 tiles). ``channels_last`` counts the channels-last copy of the input
-    in the scratch."""
+    in the scratch; with ``tile == 2`` too (channels-last Winograd), there are at most as
+    many threads as images, and the batch is split by images."""
     return _plan(geo, itemsize, 1, tile, channels_last, *_settings())
 
 
@@ -190,7 +192,8 @@ def backward_plan(
     geo: Geometry, itemsize: int, tile: int = 1, channels_last=False
 ) -> tuple[tuple[Chunk, ...], ...]:
     """The backward chunks of each thread, in order; the first runs on the caller. A
-    batch smaller than the thread count is split by input channels."""
+    batch smaller than the thread count is split by input channels (but see
+    :func:`forward_plan` for channels-last Winograd)."""
     return _plan(geo, itemsize, 2, tile, channels_last, *_settings())
 
 
@@ -218,9 +221,7 @@ def _plan(
     threads = max(1, min(threads, max(geo.N, extent))) if macs * itemsize >= min_work else 1
     if tile == 2 and channels_last:  # whole images only (:mod:`convcore._winograd_cl`)
         threads = min(threads, geo.N)
-    budget = min(limit // threads, chunk_bytes)  # per thread: its share, at most chunk_bytes
-    if tile == 2:  # Winograd's three tile arrays are each padded by up to two cache lines a plane
-        budget = max(budget - 3 * 16 * 128, 0)
+    budget = _chunk_budget(limit, threads, chunk_bytes, tile)
     axis = 0 if geo.N >= threads else small_batch_axis
     shares = []
     scale = tile if axis == 1 else 1
@@ -229,6 +230,22 @@ def _plan(
         share[axis] = (lo * scale, min(hi * scale, everything[axis][1]))
         shares.append(tuple(_chunks(geo, *share, budget, itemsize, tile, channels_last)))
     return tuple(shares)
+
+
+def _chunk_budget(limit: int, threads: int, chunk_bytes: int, tile: int) -> int:
+    """Scratch bytes a chunk may take: a thread's share of the limit, at most
+    ``chunk_bytes``, less room for the Winograd engines' tile arrays to be padded by up to
+    two cache lines a plane (at most three arrays of 16 planes)."""
+    budget = min(limit // threads, chunk_bytes)
+    return max(budget - 3 * 16 * 128, 0) if tile == 2 else budget
+
+
+def image_fits(geo: Geometry, itemsize: int, threads: int, tile: int, channels_last: bool) -> bool:
+    """Whether one whole image's scratch fits a chunk's budget on ``threads`` threads (a
+    plan may still give an image that does not fit one chunk, when its rows cannot be
+    banded finer than one tile row)."""
+    whole = _scratch_per_row(geo, itemsize, geo.C, tile, channels_last) * -(-geo.OH // tile) * tile
+    return whole <= _chunk_budget(get_workspace_limit(), threads, _CHUNK_BYTES, tile)
 
 
 def run_plan(work, per_thread) -> list:

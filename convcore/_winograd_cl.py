@@ -1,4 +1,5 @@
-"""Winograd F(2x2, 3x3) over channels-last tiles, for small images.
+"""Winograd F(2x2, 3x3) over channels-last tiles, for small images (and float32 layers
+of many channels, where it measured faster too; see ``convcore.conv``).
 
 The algorithm of :mod:`convcore._winograd` (its filter transforms and its tables of the
 four linear maps), laid out for images of a few dozen tiles. There each pass of a
@@ -19,7 +20,9 @@ gathered in phases (neighbouring blocks overlap) and copied back into ``dx``.
 
 The GEMMs: ``M[k] = V[k] @ U[k].T``, ``dU[k] += dM[k].T @ V[k]`` and
 ``dV[k] = dM[k] @ U[k]``, written over ``V``. Every chunk is whole images of all
-channels (see :func:`applies`).
+channels (see :func:`applies`). Non-finite values behave as on the NCHW engine: a NaN
+stays as local in y and dx as in the direct sum, and an infinite input can give NaN
+where the direct sum gives an infinity.
 """
 
 from __future__ import annotations
@@ -27,8 +30,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from convcore import _winograd
-from convcore._gemm import add_in_order, backward_plan, forward_plan, run_plan
+from convcore import _gemm, _winograd
+from convcore._gemm import add_chunk_bias_grad, add_in_order, forward_plan, image_fits, run_plan
 from convcore._geometry import Geometry
 from convcore._kernels import _transpose
 from convcore._numba import _jit, check_contiguous
@@ -211,19 +214,22 @@ def _input_transform_adjoint(dV, TH, TW, dxq):
 
 def applies(geo: Geometry, itemsize: int) -> bool:
     """True where this engine can run: 3x3, stride 1, undilated, one group, every chunk
-    whole images (the batch split by images, each image within the scratch budget)."""
-    if geo.groups != 1 or not _winograd.applies(geo):
-        return False
-    plans = (
-        forward_plan(geo, itemsize, tile=2, channels_last=True),
-        backward_plan(geo, itemsize, tile=2, channels_last=True),
-    )
-    return all(
-        (c.oh0, c.oh1, c.c0, c.c1) == (0, geo.OH, 0, geo.C)
-        for plan in plans
-        for chunks in plan
-        for c in chunks
-    )
+    whole images of all channels within its thread's scratch budget (see :func:`_plan`)."""
+    return geo.groups == 1 and _winograd.applies(geo) and _plan(geo, itemsize) is not None
+
+
+def _plan(geo: Geometry, itemsize: int):
+    """The chunks of each thread, or None where they would not all be whole images of all
+    channels within the scratch budget. There is an image per thread at least (see
+    :func:`convcore._gemm._plan`), so the batch is split by images both ways and the
+    backward pass runs the forward pass's chunks. Checked on every call: the workspace
+    limit may change between choosing this engine and running it, and a chunk of part of
+    an image would count its weight and bias gradients more than once."""
+    plan = forward_plan(geo, itemsize, tile=2, channels_last=True)
+    if not image_fits(geo, itemsize, len(plan), tile=2, channels_last=True):
+        return None
+    whole = all((c.oh0, c.oh1, c.c0, c.c1) == (0, geo.OH, 0, geo.C) for chunks in plan for c in chunks)
+    return plan if whole else None
 
 
 def _scratch(dtype, geo: Geometry, n: int):
@@ -244,6 +250,9 @@ def forward(x, w, b, geo: Geometry, y) -> None:
     """Fill ``y (N, F, OH, OW)`` with the convolution of ``x (N, C, H, W)`` and
     ``w (F, C, 3, 3)`` (plus ``b``)."""
     check_contiguous(x, w, y)
+    plan = _plan(geo, x.itemsize)
+    if plan is None:
+        return _gemm.forward(x, w, b, geo, y)
     ut = np.ascontiguousarray(filter_transform(w).transpose(0, 2, 1))  # (16, C, F): 3% faster GEMMs
     bias = np.zeros(geo.F, x.dtype) if b is None else np.ascontiguousarray(b, x.dtype)
     TH, TW = tiles(geo.OH), tiles(geo.OW)
@@ -256,14 +265,17 @@ def forward(x, w, b, geo: Geometry, y) -> None:
             np.matmul(v3, ut, out=prod3)
             _output_transform(prod, bias, TH, TW, y[c.n0 : c.n1])
 
-    run_plan(work, forward_plan(geo, x.itemsize, tile=2, channels_last=True))
+    run_plan(work, plan)
 
 
 def backward(x, w, dy, geo: Geometry, dx, db=None) -> np.ndarray:
     """Fill ``dx (N, C, H, W)`` with the input gradient (and ``db (F,)``, if given) and
     return the weight gradient ``(F, C, 3, 3)``, from ``dy (N, F, OH, OW)``."""
     check_contiguous(x, w, dy, dx)
-    u16 = filter_transform(w)  # (16, F, C)
+    plan = _plan(geo, x.itemsize)
+    if plan is None:
+        return _gemm.backward(x, w, dy, geo, dx, db)
+    filters = filter_transform(w)  # U (16, F, C)
     TH, TW = tiles(geo.OH), tiles(geo.OW)
 
     def work(chunks):
@@ -271,18 +283,17 @@ def backward(x, w, dy, geo: Geometry, dx, db=None) -> np.ndarray:
         part = np.empty_like(du)
         db_part = None if db is None else np.zeros_like(db)
         for c in chunks:
-            if db_part is not None:
-                db_part += dy[c.n0 : c.n1].sum(axis=(0, 2, 3))
+            add_chunk_bias_grad(dy, c, db_part)
             xq, (v, v3), (dm, dm3) = _scratch(x.dtype, geo, c.n1 - c.n0)
             _phase_copy(x[c.n0 : c.n1], geo.pt, geo.pl, xq, False)
             _input_transform(xq, TH, TW, v)
             _output_transform_adjoint(dy[c.n0 : c.n1], TH, TW, dm)
             du += np.matmul(dm3.transpose(0, 2, 1), v3, out=part)  # dU[k] += dM[k].T @ V[k]
-            np.matmul(dm3, u16, out=v3)  # dV[k] = dM[k] @ U[k], over V
+            np.matmul(dm3, filters, out=v3)  # dV[k] = dM[k] @ U[k], over V
             _input_transform_adjoint(v, TH, TW, xq)
             _phase_copy(dx[c.n0 : c.n1], geo.pt, geo.pl, xq, True)
         return du, db_part
 
-    partial = run_plan(work, backward_plan(geo, x.itemsize, tile=2, channels_last=True))
+    partial = run_plan(work, plan)
     add_in_order([p[1] for p in partial], db)
     return filter_transform_adjoint(add_in_order([p[0] for p in partial]))

@@ -10,9 +10,9 @@ Six strategies, chosen per call from the geometry (see :func:`_strategy`):
   layers (grouped ones with at least 16 channels and filters a group): 16 GEMMs of
   4*F*C multiply-adds per output position against im2col's 9*F*C, between input and
   output transforms.
-- the same Winograd transforms tile by tile over channels-last vectors
-  (:mod:`convcore._winograd_cl`) for such layers with small images, whose planes of
-  tiles are too short for the NCHW transforms' loops.
+- the same algorithm over channels-last tiles (:mod:`convcore._winograd_cl`) for such
+  layers with small images, whose planes of tiles are too short for the NCHW
+  transforms' loops, and for float32 layers of many channels.
 - im2col + GEMM on a channels-last copy of the input (:mod:`convcore._channels_last`)
   for float32 layers with short output rows, where the NCHW window kernels' runs of OW
   values are too short to vectorise.
@@ -115,19 +115,21 @@ _WINOGRAD_MIN_WIDTH_SPLIT = 48
 _WINOGRAD_MIN_WIDTH_F32 = 24
 # Layers of one group with an image per thread run Winograd over channels-last tiles
 # (:mod:`convcore._winograd_cl`) instead, under the same channel and size thresholds,
-# where every chunk holds whole images: in float64 with outputs at most this wide; in
-# float32 with at least 2048 output positions a batch and outputs at most this wide, or
-# at least 32 channels and filters. Forward+backward, interleaved, against the engine
-# chosen without it (benchmarks/engine_paths.py --only winograd_cl): float32 0.68-0.97
-# on 4 to 16 wide outputs with 8 to 256 channels (cifar_c32_16_k3 0.80), 0.79-0.93 on 24
-# to 56 wide ones with 32 to 128 (resnet_c64_56_k3 0.93); float64 0.44-0.90 on 4 to 16
-# wide. Left alone: float64 28 to 32 wide, 1.01-1.02; float32 with 16 channels 32 and
-# 64 wide, 1.10-1.27.
+# where every chunk holds whole images (one image's scratch within a chunk's 8 MiB: 56x56
+# with 64 channels in float32, not with 128): in float64 with outputs at most this wide;
+# in float32 with at least 2048 output positions a batch and outputs at most this wide,
+# or at least 32 channels and filters. Forward+backward, interleaved, against the engine
+# chosen without it (benchmarks/engine_paths.py --only winograd_cl): float32 0.71-0.93
+# on 4 to 16 wide outputs with 32 to 256 channels (cifar_c32_16_k3 0.79), 0.79-0.95 on
+# 28 to 56 wide ones with 32 or 64 (resnet_c64_56_k3 0.94); float64 0.43-0.94 on 4 to 16
+# wide with 32 to 512. Left alone: float64 28 to 32 wide, 0.96-1.02; float32 with 16
+# channels 32 and 64 wide, 1.10-1.27.
 _WINOGRAD_CL_MAX_WIDTH = 16
 _WINOGRAD_CL_MIN_CHANNELS_WIDE_F32 = 32
 # ... and with fewer float32 output positions than this, the filter transforms and the
-# transformed weight gradient of many channels are not paid back (8x512x7x7 2.61,
-# 4x64x8x8 1.43, 64x512x4x4 1.41, 16x256x7x7 1.05; 8x256x14x14 0.96 with 1568).
+# transformed weight gradient of many channels are not paid back (8x512x7x7 2.54,
+# 4x64x8x8 1.43, 64x512x4x4 1.53, 16x256x7x7 1.05), bar a small gain given up
+# (8x256x14x14, 1568 positions, 0.96).
 _WINOGRAD_CL_MIN_POSITIONS_F32 = 2048
 # float32 layers with outputs at most this wide and at least this many channels run on a
 # channels-last copy of the input (:mod:`convcore._channels_last`). Forward+backward
@@ -153,7 +155,8 @@ def _strategy(geo: Geometry, dtype) -> str:
     one filter per group (forward+backward 0.05-0.25x the time of im2col + GEMM,
     ``benchmarks/engine_paths.py --only depthwise``) and for one channel and a few filters
     per group (see above), 'winograd_cl' and 'winograd' for 3x3 stride-1 layers (the
-    first for small images) and 'channels_last' for float32 layers with short output rows where they measured faster
+    first for small images, and float32 ones of many channels) and 'channels_last' for
+    float32 layers with short output rows where they measured faster
     (see the constants above), else 'gemm'."""
     macs = geo.N * geo.F * geo.P * geo.Cg * geo.KH * geo.KW
     if _FORCE is not None:

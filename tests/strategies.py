@@ -108,9 +108,10 @@ def max_rel_err(got, want):
 @contextlib.contextmanager
 def engine_path(path):
     """Force the engine onto one strategy: 'gemm' (im2col + GEMM, or the plain GEMM of a
-    pointwise convolution), 'tiny' (serial direct loops), 'depthwise' (shift-and-add) or
-    'channels_last' (im2col + GEMM over a channels-last copy; falls back to 'gemm' where
-    it does not apply)."""
+    pointwise convolution), 'tiny' (serial direct loops), 'depthwise' (shift-and-add),
+    'winograd' or 'winograd_cl' (Winograd over NCHW or channels-last tiles) or
+    'channels_last' (im2col + GEMM over a channels-last copy); the last three fall back
+    to 'gemm' where they do not apply."""
     import convcore.conv as conv
 
     old, conv._FORCE = conv._FORCE, path
@@ -125,8 +126,9 @@ ENGINE_PATHS = ("gemm", "tiny", "depthwise", "channels_last")
 
 @contextlib.contextmanager
 def split_engine_work(path, threads, chunk_bytes):
-    """Run on engine ``path`` ('gemm', 'winograd' or 'channels_last'), splitting even tiny problems over
-    ``threads`` threads in chunks of at most ``chunk_bytes`` of scratch."""
+    """Run on engine ``path`` ('gemm', 'winograd', 'winograd_cl' or 'channels_last'),
+    splitting even tiny problems over ``threads`` threads in chunks of at most
+    ``chunk_bytes`` of scratch."""
     from convcore import _gemm, _threads
 
     saved = _threads._THREADS, _gemm._MIN_PARALLEL_MAC_BYTES, _gemm._CHUNK_BYTES

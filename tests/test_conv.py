@@ -296,6 +296,8 @@ def test_empty_images_are_refused(shape):
         ((8, 64, 56, 56), (64, 1, 3, 3), np.float32, dict(padding=1, groups=64), "depthwise"),
         ((8, 64, 56, 56), (64, 64, 3, 3), np.float32, dict(padding=1), "winograd_cl"),  # 64 channels
         ((16, 16, 64, 64), (16, 16, 3, 3), np.float32, dict(padding=1), "winograd"),  # 16, wide
+        ((16, 32, 28, 28), (64, 32, 3, 3), np.float32, dict(padding=1), "winograd_cl"),  # 32 channels
+        ((16, 64, 28, 28), (16, 64, 3, 3), np.float32, dict(padding=1), "winograd"),  # 16 filters
         ((8, 64, 56, 56), (64, 64, 3, 3), np.float64, dict(padding=1), "winograd"),  # wide
         ((1, 256, 16, 16), (256, 256, 3, 3), np.float64, dict(padding=1), "gemm"),  # an image a thread
         ((64, 32, 16, 16), (64, 32, 3, 3), np.float64, dict(padding=1), "winograd_cl"),  # narrow

@@ -123,6 +123,9 @@ def test_concurrent_calls_match_sequential_calls():
 def test_concurrent_engine_calls_match_sequential_calls(path):
     problems = [_problem(dt, n) for dt in (np.float32, np.float64) for n in (1, 24)]
     with engine_path(path):
+        if path == "winograd_cl":  # every problem runs on it (whole images, an image a thread)
+            for x, w, _ in problems:
+                assert conv._strategy(conv_geometry(x.shape, w.shape, 1, 1, 1, 1), x.dtype) == path
         _assert_concurrent_runs_match_sequential(lambda x, w, b: _fwd_bwd(x, w, b, padding=1), problems)
 
 

@@ -29,7 +29,7 @@ ENGINE = (cc.conv2d_forward, cc.conv2d_backward)
 REFERENCE = (reference.conv2d_forward, reference.conv2d_backward)
 
 # 1 MiB: whole shares; 128 KiB: an image or two a chunk (the largest drawn image needs
-# ~70 KB), the smallest chunks this engine runs (it needs whole images)
+# ~80 KB), the smallest chunks this engine runs (it needs whole images)
 SPLITS = [(1, 1 << 20), (2, 1 << 17), (3, 1 << 17), (3, 1 << 20)]
 
 
@@ -66,6 +66,7 @@ def test_float32_agrees_with_float64_reference(threads, chunk_bytes, cfg, seed):
         ((1, 8, 9, 7), (8, 8, 3, 3), "same"),  # odd sides: half tiles on the edges
         ((1, 1, 2, 40), (1, 1, 3, 3), ((1, 0), (1, 0))),  # one tile row, long
         ((5, 17, 6, 5), (19, 17, 3, 3), 1),  # channels and filters past a block of 16
+        ((3, 40, 5, 6), (36, 40, 3, 3), 1),  # ... and past two
     ],
 )
 @pytest.mark.parametrize("threads, chunk_bytes", SPLITS)
@@ -176,8 +177,12 @@ def test_output_transform_adjoint_is_its_adjoint(shape):
 )
 def test_an_image_takes_no_more_scratch_than_its_budget(x_shape, f, itemsize):
     geo = conv_geometry(x_shape, (f, x_shape[1], 3, 3), 1, 1, 1, 1)
-    xq, (v, _), (m, _) = _winograd_cl._scratch(np.dtype(f"f{itemsize}"), geo, 1)
+    xq, (v, v3), (m, m3) = _winograd_cl._scratch(np.dtype(f"f{itemsize}"), geo, 1)
+    TH, TW = tiles(geo.OH), tiles(geo.OW)
+    assert xq.shape == (1, 2 * TH + 2, 2, TW + 1, geo.C)
+    assert v3.shape == (16, TH * TW, geo.C) and m3.shape == (16, TH * TW, f)
     planes_padding = 2 * 16 * 128  # up to two cache lines a plane, which _plan sets aside
+    assert v.shape[1] - TH * TW * geo.C <= 128 // itemsize and m.shape[1] - TH * TW * f <= 128 // itemsize
     used = xq.nbytes + v.nbytes + m.nbytes
     budget = _gemm._scratch_per_row(geo, itemsize, geo.C, tile=2, channels_last=True) * 2 * tiles(geo.OH)
     assert used <= budget + planes_padding
@@ -186,7 +191,9 @@ def test_an_image_takes_no_more_scratch_than_its_budget(x_shape, f, itemsize):
 @pytest.mark.parametrize("padding", [0, 1, ((2, 0), (0, 1))])
 def test_gradients_match_numerical_gradients(padding):
     x, w, b = arrays_for(dict(x=(2, 3, 7, 6), w=(4, 3, 3, 3), bias=True), 8)
+    geo = conv_geometry(x.shape, w.shape, 1, padding, 1, 1)
     with engine_path("winograd_cl"):
+        assert conv._strategy(geo, x.dtype) == "winograd_cl"
         errors = cc.gradcheck(x, w, b, padding=padding, seed=8)
     assert set(errors) == {"dx", "dw", "db"} and max(errors.values()) <= 1e-7, errors
 
@@ -196,6 +203,7 @@ def test_nan_at_the_edge_stays_as_local_as_in_the_direct_sum():
     x[0, 0, 0, 5] = np.nan
     with engine_path("winograd_cl"):
         y, cache = cc.conv2d_forward(x, np.ones((1, 1, 3, 3)), padding=1)
+        assert conv._strategy(cache.geo, x.dtype) == "winograd_cl"
         dx = cc.conv2d_backward(np.ones_like(y), cache)[0]
     want = reference.conv2d_forward(x, np.ones((1, 1, 3, 3)), padding=1)
     np.testing.assert_array_equal(np.isnan(y), np.isnan(want[0]))
@@ -205,19 +213,51 @@ def test_nan_at_the_edge_stays_as_local_as_in_the_direct_sum():
 
 
 def test_chunks_respect_the_workspace_limit():
-    geo = conv_geometry((6, 16, 12, 12), (32, 16, 3, 3), 1, 1, 1, 1)
-    x, w = np.ones((6, 16, 12, 12), np.float32), np.ones((32, 16, 3, 3), np.float32)
+    cfg = dict(x=(6, 16, 12, 12), w=(32, 16, 3, 3), bias=True, opts=dict(padding=1))
+    geo = conv_geometry(cfg["x"], cfg["w"], 1, 1, 1, 1)
     image = _gemm._scratch_per_row(geo, 4, geo.C, tile=2, channels_last=True) * geo.OH
-    old = cc.set_workspace_limit(2 * (2 * image + 3 * 16 * 128))  # two images a thread's share
+    share = 2 * image + 3 * 16 * 128  # two images a thread's chunk
+    old = cc.set_workspace_limit(2 * share)
     try:
-        with split_engine_work("winograd_cl", 2, 1 << 30):
-            assert conv._strategy(geo, np.float32) == "winograd_cl"
-            y = np.empty((6, 32, 12, 12), np.float32)
-            _winograd_cl.forward(x, w, None, geo, y)
-            _winograd_cl.backward(x, w, y, geo, np.empty_like(x))
-            assert workspace._holder().buffer.size <= 2 * image + 3 * 16 * 128 + 64
+        workspace.release_workspace()
+        with on_this_engine(cfg, np.float32, 2, 1 << 30):
+            assert [len(chunks) for chunks in _winograd_cl._plan(geo, 4)] == [2, 2]  # 2 + 1 images
+            x, w, b = arrays_for(cfg, 5, np.float32)
+            assert_agrees_with_reference(ENGINE, REFERENCE, x, w, b, cfg["opts"], mixes_taps=True)
+        buffers = [h.buffer.size for h in list(workspace._holders) if h.buffer is not None]
+        assert buffers and max(buffers) <= share + 64
     finally:
         cc.set_workspace_limit(old)
+
+
+def test_an_image_over_budget_runs_the_gemm_engine_even_with_one_tile_row():
+    """A 2-row output cannot be banded finer than its tile row, so the plan's chunk is
+    the whole image even where it does not fit."""
+    geo = conv_geometry((2, 64, 2, 200), (64, 64, 3, 3), 1, 1, 1, 1)
+    old = cc.set_workspace_limit(1 << 20)
+    try:
+        with split_engine_work("winograd_cl", 2, 1 << 30):
+            assert not _winograd_cl.applies(geo, 8) and conv._strategy(geo, np.float64) == "gemm"
+    finally:
+        cc.set_workspace_limit(old)
+
+
+def test_a_plan_of_part_images_falls_back_to_the_gemm_engine():
+    """Called with a budget that cuts images (the limit changed after the engine was
+    chosen), forward and backward still give whole gradients, on im2col + GEMM."""
+    cfg = dict(x=(2, 8, 12, 12), w=(6, 8, 3, 3), bias=True, opts=dict(padding=1))
+    x, w, b = arrays_for(cfg, 6)
+    geo = conv_geometry(cfg["x"], cfg["w"], 1, 1, 1, 1)
+    y, cache = reference.conv2d_forward(x, w, b, padding=1)
+    dy = np.random.default_rng(1).standard_normal(y.shape)
+    want = reference.conv2d_backward(dy, cache)
+    with split_engine_work("winograd_cl", 2, 1 << 12):  # a few tile rows a chunk
+        assert _winograd_cl._plan(geo, 8) is None
+        got_y, dx, db = np.empty_like(y), np.empty_like(x), np.empty_like(b)
+        _winograd_cl.forward(x, w, b, geo, got_y)
+        dw = _winograd_cl.backward(x, w, dy, geo, dx, db)
+    for got, ref in zip((got_y, dx, dw, db), (y, *want), strict=True):
+        assert max_rel_err(got, ref) <= 1e-12
 
 
 @pytest.mark.parametrize(
