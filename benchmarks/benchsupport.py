@@ -105,8 +105,8 @@ def record_figures(benchmark, cfg: Config, phase: str, calibration: float, is_re
 
 
 def strategy(cfg: Config) -> str:
-    """The engine path ``cfg`` runs on ('gemm', 'winograd', 'depthwise' or 'tiny'): a
-    change of path explains a jump in the figures."""
+    """The engine path ``cfg`` runs on ('gemm', 'winograd', 'winograd_cl', 'channels_last',
+    'depthwise' or 'tiny'): a change of path explains a jump in the figures."""
     return convcore.conv._strategy(cfg.geometry(), np.dtype(cfg.dtype))
 
 
