@@ -145,9 +145,9 @@ def _scratch_per_row(geo: Geometry, itemsize: int, channels: int, tile: int = 1,
     channels-last copy); with ``tile == 2`` (Winograd, see :mod:`convcore._winograd`) half
     a tile row's transformed inputs, their gradient and the transformed outputs, 16 values
     per tile each (and one spare tile a row); with both (:mod:`convcore._winograd_cl`),
-    half a tile row's transformed inputs and outputs and a share of the padded input. The im2col backward writes the gradient
-    over the columns, so it uses about half of its budget; budgeting for one array
-    measured no faster (0.98-1.03)."""
+    half a tile row's transformed inputs and outputs and a share of the padded input.
+    The im2col backward writes the gradient over the columns, so it uses about half of
+    its budget; budgeting for one array measured no faster (0.98-1.03)."""
     if channels_last and tile == 2:  # the padded input's phases (its rows at most 2x a tile
         tw = (geo.OW + 1) // 2  # row's share), and 16 transformed inputs and outputs a tile
         return (4 * (tw + 1) * channels + 8 * tw * (channels + geo.F)) * itemsize
@@ -161,6 +161,12 @@ def _scratch_per_row(geo: Geometry, itemsize: int, channels: int, tile: int = 1,
     return (2 * channels * geo.KH * geo.KW + 1 + geo.F) * geo.OW * itemsize  # + 1: the bias's ones
 
 
+def _whole_image(per_row: int, geo: Geometry, tile: int) -> int:
+    """Scratch for all output rows of an image at ``per_row`` bytes a row (an odd last row
+    takes a whole tile row)."""
+    return per_row * -(-geo.OH // tile) * tile
+
+
 def _chunks(
     geo: Geometry, images, rows, channels, budget: int, itemsize: int, tile: int, channels_last: bool
 ) -> list[Chunk]:
@@ -169,7 +175,7 @@ def _chunks(
     bands of rows start at multiples of ``tile``."""
     (n0, n1), (h0, h1), (c0, c1) = images, rows, channels
     per_row = _scratch_per_row(geo, itemsize, c1 - c0, tile, channels_last)
-    whole = per_row * -(-geo.OH // tile) * tile  # an odd last row takes a whole tile row
+    whole = _whole_image(per_row, geo, tile)
     if (h0, h1, c0, c1) == (0, geo.OH, 0, geo.C) and whole <= budget:
         step = max(n1 - n0, 1) if whole == 0 else budget // whole
         return [Chunk(n, min(n + step, n1), 0, geo.OH, 0, geo.C) for n in range(n0, n1, step)]
@@ -244,7 +250,7 @@ def image_fits(geo: Geometry, itemsize: int, threads: int, tile: int, channels_l
     """Whether one whole image's scratch fits a chunk's budget on ``threads`` threads (a
     plan may still give an image that does not fit one chunk, when its rows cannot be
     banded finer than one tile row)."""
-    whole = _scratch_per_row(geo, itemsize, geo.C, tile, channels_last) * -(-geo.OH // tile) * tile
+    whole = _whole_image(_scratch_per_row(geo, itemsize, geo.C, tile, channels_last), geo, tile)
     return whole <= _chunk_budget(get_workspace_limit(), threads, _CHUNK_BYTES, tile)
 
 

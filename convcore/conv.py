@@ -175,12 +175,16 @@ def _strategy(geo: Geometry, dtype) -> str:
         return "depthwise"
     per_group = _WINOGRAD_MIN_CHANNELS if geo.groups == 1 else _WINOGRAD_MIN_GROUP_CHANNELS
     big = min(geo.Cg, geo.Fg) >= per_group and macs >= _WINOGRAD_MIN_MACS
-    if _winograd.applies(geo) and big and geo.groups == 1 and geo.N >= thread_count():
-        if _winograd_cl_suits(geo, dtype) and _winograd_cl.applies(geo, np.dtype(dtype).itemsize):
-            return "winograd_cl"
-    splits_well = geo.N >= thread_count() or geo.OW >= _WINOGRAD_MIN_WIDTH_SPLIT
-    if _winograd.applies(geo) and big and splits_well:
-        if np.dtype(dtype) != np.float32 or geo.OW >= _WINOGRAD_MIN_WIDTH_F32:
+    if _winograd.applies(geo) and big:
+        image_a_thread = geo.N >= thread_count()
+        if (
+            image_a_thread
+            and _winograd_cl_suits(geo, dtype)
+            and _winograd_cl.applies(geo, np.dtype(dtype).itemsize)
+        ):
+            return "winograd_cl"  # (applies: one group, whole images in every chunk)
+        wide_enough = np.dtype(dtype) != np.float32 or geo.OW >= _WINOGRAD_MIN_WIDTH_F32
+        if (image_a_thread or geo.OW >= _WINOGRAD_MIN_WIDTH_SPLIT) and wide_enough:
             return "winograd"
     short_rows = geo.OW <= _CHANNELS_LAST_MAX_WIDTH and geo.C >= _CHANNELS_LAST_MIN_CHANNELS
     if short_rows and np.dtype(dtype) == np.float32 and _channels_last.applies(geo, 4):
