@@ -1,27 +1,31 @@
 """Direct convolution loops for tiny problems, where im2col + GEMM is the wrong tool: one
 kernel for the forward pass and one for the gradients, serial; cheap to compile and to
-call. They skip the padding rather than multiply its zeros.
+call. They skip the padding rather than multiply its zeros, and index the arrays by
+``(n, c, h, w)``, not through flat views, so they need no contiguity check (a few tenths
+of a microsecond a call, of the seeds' ~8).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from convcore._numba import _jit, check_contiguous
+from convcore._numba import _jit
 
 
 @_jit
-def _conv_direct(x, w, KH, KW, sh, sw, dh, dw, pt, pl, OH, OW, groups, y):
-    """Direct convolution loops for tiny problems; ``y`` holds the bias (or 0) on entry."""
+def _conv_direct(x, w, b, KH, KW, sh, sw, dh, dw, pt, pl, OH, OW, groups, y):
+    """Direct convolution loops for tiny problems: overwrite ``y`` with the bias ``b``
+    (none if empty) plus the convolution."""
     N, C, H, W = x.shape
     F, Cg = w.shape[0], w.shape[1]
     Fg = F // groups
+    bias = b.size != 0
     for n in range(N):
         for f in range(F):
             c0 = (f // Fg) * Cg
             for oh in range(OH):
                 for ow in range(OW):
-                    acc = y[n, f, oh, ow]
+                    acc = b[f] if bias else y.dtype.type(0)
                     for c in range(Cg):
                         for kh in range(KH):
                             ih = oh * sh + kh * dh - pt
@@ -63,15 +67,18 @@ def _conv_direct_backward(x, w, gy, KH, KW, sh, sw, dh, dw, pt, pl, OH, OW, grou
                                         gw[f, c, kh, kw] += x[n, c0 + c, ih, iw] * d
 
 
-def tiny_forward(x, w, geo_args, groups, y) -> None:
-    """Add the convolution of ``x`` with ``w`` to ``y``, serially (tiny problems)."""
-    check_contiguous(x, w, y)
-    _conv_direct(x, w, *geo_args, groups, y)
+_NO_BIAS = {np.dtype(np.float32): np.empty(0, np.float32), np.dtype(np.float64): np.empty(0, np.float64)}
+
+
+def tiny_forward(x, w, b, geo_args, groups, y) -> None:
+    """Overwrite ``y`` with the convolution of ``x`` with ``w`` plus ``b`` (unless None),
+    serially (tiny problems)."""
+    b = _NO_BIAS[x.dtype] if b is None else b
+    _conv_direct(x, w, b, *geo_args, groups, y)
 
 
 def tiny_backward(x, w, gy, geo_args, groups, gx, gw, gb=None) -> None:
     """Overwrite ``gx``, ``gw`` and ``gb`` (unless None) with the gradients for ``gy``,
     serially (tiny problems)."""
-    gb = np.empty(0, gx.dtype) if gb is None else gb
-    check_contiguous(x, w, gy, gx, gw, gb)
+    gb = _NO_BIAS[gx.dtype] if gb is None else gb  # size 0: the kernel writes nothing to it
     _conv_direct_backward(x, w, gy, *geo_args, groups, gx, gw, gb)

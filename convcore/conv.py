@@ -218,8 +218,7 @@ def _forward(x, w, b, geo: Geometry):
     if strategy == "depthwise":
         depthwise_forward(x, w, b, geo.kernel_args, geo.groups, y)
         return y
-    y[...] = 0 if b is None else b[:, None, None]
-    tiny_forward(x, w, geo.kernel_args, geo.groups, y)
+    tiny_forward(x, w, b, geo.kernel_args, geo.groups, y)
     return y
 
 
@@ -316,7 +315,9 @@ def conv2d_backward(dy, cache: ConvCache):
     dx, dw, db = _backward(dy, cache)
     if cache.padded is not None:
         dx = cache.padded.fold(dx)
-    return tuple(None if a is None else a.astype(cache.out_dtype, copy=False) for a in (dx, dw, db))
+    out = cache.out_dtype  # (no generator over the three: ~0.3 us a call)
+    db = None if db is None else db.astype(out, copy=False)
+    return dx.astype(out, copy=False), dw.astype(out, copy=False), db
 
 
 def conv2d(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros"):
