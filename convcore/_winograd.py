@@ -14,10 +14,16 @@ The backward pass runs the adjoints: ``dM = A dy A^T`` per tile, ``dU[k] = dM[k]
 ``B dV B^T`` is added into dx (neighbouring tiles overlap by two rows and columns).
 
 The transforms use only additions (and halving in ``G``), and an output combines exactly
-the inputs of its 3x3 window, so a NaN stays as local as in the direct sum; an infinite
-input can give NaN where the direct sum gives an infinity (its transformed values meet
-with both signs). Rounding differs from the direct sum by a small factor (transformed
-values are sums of up to four inputs and nine weights).
+the inputs of its 3x3 window, so a NaN stays as local as in the direct sum. An infinite
+input, weight or output gradient would give NaN where the direct sum gives an infinity
+(its transformed values meet with both signs: one infinite input turned 52-72 values of
+y, dx or dw of an 8-channel 6x6 layer into NaN), so such calls run im2col + GEMM
+instead: the weights are looked at first; in the forward pass each chunk looks at its
+own images before it transforms them (see :func:`has_inf`), and the backward pass
+finds an infinite input or output gradient in its transformed weight gradient (see
+:func:`inf_reached`). Rounding differs from the direct sum by a small factor (transformed
+values are sums of up to four inputs and nine weights), and so does the range: a value
+within a factor of ~4 of the dtype's largest can overflow in the transforms.
 
 Layout: a chunk covers tile rows ``[t0, t1)`` of a few images. Each of the 16 planes of
 a tile array numbers a channel's tiles ``(image, tile row, tile column)``, with one spare
@@ -34,6 +40,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from convcore import _gemm
 from convcore._blas import single_threaded_blas
 from convcore._gemm import (
     Chunk,
@@ -350,25 +357,66 @@ def _tile_rows(c: Chunk) -> tuple[int, int]:
     return c.oh0 // 2, tiles(c.oh1)
 
 
+def has_inf(*arrays) -> bool:
+    """Whether any of ``arrays`` holds an infinity. A finite sum rules out infinities
+    (and NaNs) in one pass, ~0.17 ns a float32 value and ~0.3 a float64 one; a sum that
+    is not finite (an infinity, a NaN, or huge finite values) takes a second look. The
+    forward passes look at each chunk's images on the thread that then transforms them."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return any(not np.isfinite(np.add.reduce(a, axis=None)) and np.isinf(a).any() for a in arrays)
+
+
+def quietly(work):
+    """``work`` with NumPy's invalid-value and overflow warnings off on its thread: a
+    backward pass that meets an infinity is rerun on im2col + GEMM (see
+    :func:`inf_reached`), so its warnings would be about results thrown away."""
+
+    def run(chunks):
+        with np.errstate(invalid="ignore", over="ignore"):
+            return work(chunks)
+
+    return run
+
+
+def inf_reached(du: np.ndarray, x: np.ndarray, dy: np.ndarray) -> bool:
+    """Whether the backward pass met an infinity in ``x`` or ``dy``, from its transformed
+    weight gradient ``du``: every transformed input and output gradient is multiplied
+    into it (``dU[k] = sum over tiles of dM[k]^T V[k]``, and ``0 * inf`` is NaN), so it
+    is finite unless one of them is not (or a product overflows), and only then are x
+    and dy themselves looked at. A pass over ``du`` (16*F*C values) instead of over x and
+    dy: looking at those first cost 4-7% of forward+backward on cifar_c32_16_k3 and
+    resnet_c64_56_k3, one more pass over memory each. (A BLAS that skipped zero factors,
+    as the reference BLAS does, could miss an infinity met only by zeros; NumPy's
+    OpenBLAS multiplies them.)"""
+    with np.errstate(invalid="ignore"):
+        return not np.isfinite(du).all() and has_inf(x, dy)
+
+
 def forward(x, w, b, geo: Geometry, y) -> None:
     """Fill ``y (N, F, OH, OW)`` with the convolution of ``x (N, C, H, W)`` and
     ``w (F, C, 3, 3)`` (plus ``b``), chunk by chunk: input transform, 16 GEMMs, output
     transform."""
     check_contiguous(x, w, y)
+    if has_inf(w):
+        return _gemm.forward(x, w, b, geo, y)
     filters = _by_group(filter_transform(w), geo.groups)  # (16, groups, Fg, Cg)
     bias = np.zeros(geo.F, x.dtype) if b is None else np.ascontiguousarray(b, x.dtype)
     L = tiles(geo.OW) + 1
 
     def work(chunks):
         for c in chunks:  # every channel: the forward plan never splits them
+            if c.oh0 == 0 and has_inf(x[c.n0 : c.n1]):  # (an image's first band looks)
+                return False
             t0, t1 = _tile_rows(c)
             (v, v3), (prod, prod3) = _tile_arrays(x.dtype, (c.n1 - c.n0) * (t1 - t0) * L, geo.C, geo.F)
             _input_transform(x[c.n0 : c.n1], geo.pt, geo.pl, t0, t1, L, v)
             # one call: NumPy loops over the 16 (times groups) BLAS products
             np.matmul(filters, _by_group(v3, geo.groups), out=_by_group(prod3, geo.groups))
             _output_transform(prod, bias, t0, t1, L, y[c.n0 : c.n1])
+        return True
 
-    run_plan(work, forward_plan(geo, x.itemsize, tile=2))
+    if not all(run_plan(work, forward_plan(geo, x.itemsize, tile=2))):
+        _gemm.forward(x, w, b, geo, y)  # an infinite input (see the module docstring)
 
 
 def backward(x, w, dy, geo: Geometry, dx, db=None) -> np.ndarray:
@@ -376,6 +424,8 @@ def backward(x, w, dy, geo: Geometry, dx, db=None) -> np.ndarray:
     the bias gradient) and return the weight gradient ``(F, C, 3, 3)``, from
     ``dy (N, F, OH, OW)``."""
     check_contiguous(x, w, dy, dx)
+    if has_inf(w):
+        return _gemm.backward(x, w, dy, geo, dx, db)
     filters_t = _by_group(filter_transform(w), geo.groups).transpose(0, 1, 3, 2)  # U[k].T by group
     L = tiles(geo.OW) + 1
 
@@ -401,9 +451,12 @@ def backward(x, w, dy, geo: Geometry, dx, db=None) -> np.ndarray:
             _input_transform_adjoint(dv, geo.pt, geo.pl, t0, t1, L, c.oh0 == 0, grad)
         return du, db_part
 
-    partial = run_plan(work, backward_plan(geo, x.itemsize, tile=2))
+    partial = run_plan(quietly(work), backward_plan(geo, x.itemsize, tile=2))
+    du = add_in_order([p[0] for p in partial])
+    if inf_reached(du, x, dy):
+        return _gemm.backward(x, w, dy, geo, dx, db)
     add_in_order([p[1] for p in partial], db)
-    return filter_transform_adjoint(add_in_order([p[0] for p in partial]).reshape(16, geo.F, geo.Cg))
+    return filter_transform_adjoint(du.reshape(16, geo.F, geo.Cg))
 
 
 def _by_group(a: np.ndarray, groups: int) -> np.ndarray:

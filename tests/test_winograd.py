@@ -199,3 +199,108 @@ def test_forcing_winograd_where_it_does_not_apply_runs_the_gemm_engine():
     with engine_path("winograd"):
         y = cc.conv2d(x, w, b, stride=2)
     assert max_rel_err(y, reference.conv2d_forward(x, w, b, stride=2)[0]) <= 1e-12
+
+
+@pytest.fixture
+def im2col_calls(monkeypatch):
+    """The passes the Winograd engines handed to im2col + GEMM, in call order."""
+    calls = []
+
+    def spy(name, run):
+        def called(*args):
+            calls.append(name)
+            return run(*args)
+
+        return called
+
+    for name in ("forward", "backward"):
+        monkeypatch.setattr(_gemm, name, spy(name, getattr(_gemm, name)))
+    return calls
+
+
+def _non_finite_masks(*arrays):
+    return [(np.isnan(a), np.isposinf(a), np.isneginf(a)) for a in arrays]
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered")  # inf * 0 (the padding)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("sign", [1, -1])
+@pytest.mark.parametrize("where, handed_over", [("x", 2), ("w", 2), ("dy", 1)])
+@pytest.mark.parametrize("path", ["winograd", "winograd_cl"])
+def test_an_infinity_gives_what_the_direct_sum_gives(path, where, handed_over, sign, dtype, im2col_calls):
+    # the transforms would subtract an infinity from itself (NaN where the direct sum has
+    # an infinity): a pass that meets one runs im2col + GEMM instead
+    rng = np.random.default_rng(5)
+    x, w = rng.standard_normal((2, 8, 6, 7)).astype(dtype), rng.standard_normal((8, 8, 3, 3)).astype(dtype)
+    dy = rng.standard_normal((2, 8, 6, 7)).astype(dtype)
+    at = {"x": (1, 2, 0, 3), "w": (3, 1, 1, 2), "dy": (0, 5, 3, 3)}[where]
+    dict(x=x, w=w, dy=dy)[where][at] = sign * np.inf
+    with engine_path(path):
+        y, cache = cc.conv2d_forward(x, w, padding=1)
+        got = (y, *cc.conv2d_backward(dy, cache)[:2])
+    y_ref, cache_ref = reference.conv2d_forward(x.astype(np.float64), w.astype(np.float64), padding=1)
+    want = (y_ref, *reference.conv2d_backward(dy.astype(np.float64), cache_ref)[:2])
+    assert sum(np.isinf(a).sum() for a in want) >= 9  # the infinity reached several values
+    for g, r in zip(_non_finite_masks(*got), _non_finite_masks(*want), strict=True):
+        for g_mask, r_mask in zip(g, r, strict=True):
+            np.testing.assert_array_equal(g_mask, r_mask)
+    # dy's infinity leaves the forward pass on Winograd
+    assert im2col_calls == ["forward", "backward"][2 - handed_over :]
+
+
+@pytest.mark.parametrize("path", ["winograd", "winograd_cl"])
+def test_a_nan_stays_on_the_winograd_engines(path, im2col_calls):
+    # it stays as local there as in the direct sum (see above)
+    x, w = np.ones((2, 8, 6, 6), np.float32), np.ones((8, 8, 3, 3), np.float32)
+    x[0, 0, 2, 2] = np.nan
+    with engine_path(path):
+        y, cache = cc.conv2d_forward(x, w, padding=1)
+        dy = np.ones_like(y)
+        dy[1, 3, 0, 5] = np.nan
+        cc.conv2d_backward(dy, cache)
+    assert im2col_calls == []
+
+
+def test_an_infinity_split_off_in_a_band_of_rows_is_found():
+    # a batch of 1 on two threads: the second band's thread does not look, the first's does
+    rng = np.random.default_rng(6)
+    x, w = rng.standard_normal((1, 8, 12, 10)), rng.standard_normal((8, 8, 3, 3))
+    x[0, 4, 11, 9] = np.inf
+    with split_engine_work("winograd", 2, 1 << 30):
+        plan = _gemm.forward_plan(conv_geometry(x.shape, w.shape, 1, 1, 1, 1), 8, tile=2)
+        assert [[c.oh0 for c in chunks] for chunks in plan] == [[0], [6]]
+        got = cc.conv2d(x, w, padding=1)
+    want = reference.conv2d_forward(x, w, padding=1)[0]
+    assert np.isinf(want).any()
+    for g_mask, r_mask in zip(*_non_finite_masks(got, want), strict=True):
+        np.testing.assert_array_equal(g_mask, r_mask)
+
+
+@pytest.mark.parametrize(
+    "arrays, want",
+    [
+        ([np.ones(5), np.zeros((2, 3))], False),
+        ([np.array([np.nan, 1.0])], False),
+        ([np.array([3e38, 3e38], np.float32)], False),  # the sum overflows
+        ([np.ones(3), np.array([1.0, np.inf])], True),
+        ([np.array([-np.inf, 2.0], np.float32)], True),
+        ([np.array([np.nan, np.inf, -np.inf])], True),
+    ],
+)
+def test_has_inf(arrays, want):
+    assert _winograd.has_inf(*arrays) is want
+
+
+@pytest.mark.parametrize(
+    "du, x_value, dy_value, want",
+    [
+        (1.0, np.inf, 1.0, False),  # a finite du is taken at its word
+        (np.nan, np.nan, 1.0, False),  # a NaN, not an infinity
+        (np.nan, 1.0, -np.inf, True),
+        (np.inf, np.inf, 1.0, True),
+    ],
+)
+def test_inf_reached_looks_at_x_and_dy_only_after_du(du, x_value, dy_value, want):
+    x, dy = np.ones((1, 2, 4, 4)), np.ones((1, 3, 4, 4))
+    x[0, 1, 2, 3], dy[0, 2, 0, 0] = x_value, dy_value
+    assert _winograd.inf_reached(np.full((16, 3, 2), du), x, dy) is want
