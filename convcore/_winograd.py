@@ -21,7 +21,7 @@ y, dx or dw of an 8-channel 6x6 layer into NaN), so such calls run im2col + GEMM
 instead: the weights are looked at first; in the forward pass each chunk looks at its
 own images before it transforms them (see :func:`has_inf`), and the backward pass
 finds an infinite input or output gradient in its transformed weight gradient (see
-:func:`inf_reached`). Rounding differs from the direct sum by a small factor (transformed
+:func:`weight_grad_sum`). Rounding differs from the direct sum by a small factor (transformed
 values are sums of up to four inputs and nine weights), and so does the range: a value
 within a factor of ~4 of the dtype's largest can overflow in the transforms.
 
@@ -367,9 +367,10 @@ def has_inf(*arrays) -> bool:
 
 
 def quietly(work):
-    """``work`` with NumPy's invalid-value and overflow warnings off on its thread: a
-    backward pass that meets an infinity is rerun on im2col + GEMM (see
-    :func:`inf_reached`), so its warnings would be about results thrown away."""
+    """``work`` with NumPy's invalid-value and overflow warnings off on its thread: a pass
+    that meets an infinity is rerun on im2col + GEMM (a forward band of rows that does not
+    look may transform one, see :func:`forward`; the backward passes look afterwards, see
+    :func:`weight_grad_sum`), so its warnings would be about results thrown away."""
 
     def run(chunks):
         with np.errstate(invalid="ignore", over="ignore"):
@@ -378,18 +379,20 @@ def quietly(work):
     return run
 
 
-def inf_reached(du: np.ndarray, x: np.ndarray, dy: np.ndarray) -> bool:
-    """Whether the backward pass met an infinity in ``x`` or ``dy``, from its transformed
-    weight gradient ``du``: every transformed input and output gradient is multiplied
-    into it (``dU[k] = sum over tiles of dM[k]^T V[k]``, and ``0 * inf`` is NaN), so it
-    is finite unless one of them is not (or a product overflows), and only then are x
-    and dy themselves looked at. A pass over ``du`` (16*F*C values) instead of over x and
-    dy: looking at those first cost 4-7% of forward+backward on cifar_c32_16_k3 and
-    resnet_c64_56_k3, one more pass over memory each. (A BLAS that skipped zero factors,
-    as the reference BLAS does, could miss an infinity met only by zeros; NumPy's
-    OpenBLAS multiplies them.)"""
-    with np.errstate(invalid="ignore"):
-        return not np.isfinite(du).all() and has_inf(x, dy)
+def weight_grad_sum(parts, x: np.ndarray, dy: np.ndarray) -> np.ndarray | None:
+    """The threads' transformed weight gradients ``parts`` added in thread order, or None
+    where the backward pass met an infinity in ``x`` or ``dy``: every transformed input
+    and output gradient is multiplied into the sum (``dU[k] = sum over tiles of
+    dM[k]^T V[k]``, and ``0 * inf`` is NaN), so it is finite unless one of them is not
+    (or a product overflows), and only then are x and dy themselves looked at. A pass
+    over 16*F*C values instead of over x and dy: looking at those first cost 4-7% of
+    forward+backward on cifar_c32_16_k3 and resnet_c64_56_k3, one more pass over memory
+    each. (A BLAS that skipped zero factors, as the reference BLAS does, could miss an
+    infinity met only by zeros; NumPy's OpenBLAS multiplies them.) Quietly: the threads'
+    parts may hold infinities of both signs."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        du = add_in_order(parts)
+        return None if not np.isfinite(du).all() and has_inf(x, dy) else du
 
 
 def forward(x, w, b, geo: Geometry, y) -> None:
@@ -405,7 +408,7 @@ def forward(x, w, b, geo: Geometry, y) -> None:
 
     def work(chunks):
         for c in chunks:  # every channel: the forward plan never splits them
-            if c.oh0 == 0 and has_inf(x[c.n0 : c.n1]):  # (an image's first band looks)
+            if c.oh0 == 0 and has_inf(x[c.n0 : c.n1]):  # an image's first band looks
                 return False
             t0, t1 = _tile_rows(c)
             (v, v3), (prod, prod3) = _tile_arrays(x.dtype, (c.n1 - c.n0) * (t1 - t0) * L, geo.C, geo.F)
@@ -415,7 +418,7 @@ def forward(x, w, b, geo: Geometry, y) -> None:
             _output_transform(prod, bias, t0, t1, L, y[c.n0 : c.n1])
         return True
 
-    if not all(run_plan(work, forward_plan(geo, x.itemsize, tile=2))):
+    if not all(run_plan(quietly(work), forward_plan(geo, x.itemsize, tile=2))):
         _gemm.forward(x, w, b, geo, y)  # an infinite input (see the module docstring)
 
 
@@ -452,8 +455,8 @@ def backward(x, w, dy, geo: Geometry, dx, db=None) -> np.ndarray:
         return du, db_part
 
     partial = run_plan(quietly(work), backward_plan(geo, x.itemsize, tile=2))
-    du = add_in_order([p[0] for p in partial])
-    if inf_reached(du, x, dy):
+    du = weight_grad_sum([p[0] for p in partial], x, dy)
+    if du is None:  # an infinite input or output gradient
         return _gemm.backward(x, w, dy, geo, dx, db)
     add_in_order([p[1] for p in partial], db)
     return filter_transform_adjoint(du.reshape(16, geo.F, geo.Cg))

@@ -268,7 +268,7 @@ def forward(x, w, b, geo: Geometry, y) -> None:
             _output_transform(prod, bias, TH, TW, y[c.n0 : c.n1])
         return True
 
-    if not all(run_plan(work, plan)):
+    if not all(run_plan(_winograd.quietly(work), plan)):
         _gemm.forward(x, w, b, geo, y)  # an infinite input (see convcore._winograd)
 
 
@@ -299,8 +299,8 @@ def backward(x, w, dy, geo: Geometry, dx, db=None) -> np.ndarray:
         return du, db_part
 
     partial = run_plan(_winograd.quietly(work), plan)
-    du = add_in_order([p[0] for p in partial])
-    if _winograd.inf_reached(du, x, dy):
+    du = _winograd.weight_grad_sum([p[0] for p in partial], x, dy)
+    if du is None:  # an infinite input or output gradient
         return _gemm.backward(x, w, dy, geo, dx, db)
     add_in_order([p[1] for p in partial], db)
     return filter_transform_adjoint(du)

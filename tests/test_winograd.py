@@ -222,30 +222,88 @@ def _non_finite_masks(*arrays):
     return [(np.isnan(a), np.isposinf(a), np.isneginf(a)) for a in arrays]
 
 
-@pytest.mark.filterwarnings("ignore:invalid value encountered")  # inf * 0 (the padding)
+def _assert_same_non_finite(got, want):
+    """The same NaNs and infinities as the reference, and close values elsewhere."""
+    for g, r in zip(got, want, strict=True):
+        for g_mask, r_mask in zip(_non_finite_masks(g), _non_finite_masks(r), strict=True):
+            np.testing.assert_array_equal(g_mask, r_mask)
+        finite = np.isfinite(r)
+        assert max_rel_err(g[finite], r[finite]) <= (1e-5 if g.dtype == np.float32 else 1e-12)
+
+
+def _reference_passes(x, w, b, dy, **opts):
+    """y, dx, dw and db of the float64 reference (which warns of its own inf * 0)."""
+    with np.errstate(invalid="ignore"):
+        y, cache = reference.conv2d_forward(*(a.astype(np.float64) for a in (x, w, b)), **opts)
+        return (y, *reference.conv2d_backward(dy.astype(np.float64), cache))
+
+
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning:convcore._gemm")  # its inf * 0
+@pytest.mark.filterwarnings("error")  # a pass thrown away must not warn
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("sign", [1, -1])
 @pytest.mark.parametrize("where, handed_over", [("x", 2), ("w", 2), ("dy", 1)])
-@pytest.mark.parametrize("path", ["winograd", "winograd_cl"])
-def test_an_infinity_gives_what_the_direct_sum_gives(path, where, handed_over, sign, dtype, im2col_calls):
+@pytest.mark.parametrize("path, groups", [("winograd", 1), ("winograd", 2), ("winograd_cl", 1)])
+def test_an_infinity_gives_what_the_direct_sum_gives(
+    path, groups, where, handed_over, sign, dtype, im2col_calls
+):
     # the transforms would subtract an infinity from itself (NaN where the direct sum has
-    # an infinity): a pass that meets one runs im2col + GEMM instead
+    # an infinity): a pass that meets one runs im2col + GEMM instead, whichever of the
+    # two threads (an image each) holds it
     rng = np.random.default_rng(5)
-    x, w = rng.standard_normal((2, 8, 6, 7)).astype(dtype), rng.standard_normal((8, 8, 3, 3)).astype(dtype)
-    dy = rng.standard_normal((2, 8, 6, 7)).astype(dtype)
+    x, w = (
+        rng.standard_normal((2, 8, 6, 7)).astype(dtype),
+        rng.standard_normal((8, 8 // groups, 3, 3)).astype(dtype),
+    )
+    b, dy = rng.standard_normal(8).astype(dtype), rng.standard_normal((2, 8, 6, 7)).astype(dtype)
     at = {"x": (1, 2, 0, 3), "w": (3, 1, 1, 2), "dy": (0, 5, 3, 3)}[where]
     dict(x=x, w=w, dy=dy)[where][at] = sign * np.inf
-    with engine_path(path):
-        y, cache = cc.conv2d_forward(x, w, padding=1)
-        got = (y, *cc.conv2d_backward(dy, cache)[:2])
-    y_ref, cache_ref = reference.conv2d_forward(x.astype(np.float64), w.astype(np.float64), padding=1)
-    want = (y_ref, *reference.conv2d_backward(dy.astype(np.float64), cache_ref)[:2])
+    want = _reference_passes(x, w, b, dy, padding=1, groups=groups)
+    with split_engine_work(path, 2, 1 << 30):
+        y, cache = cc.conv2d_forward(x, w, b, padding=1, groups=groups)
+        got = (y, *cc.conv2d_backward(dy, cache))
     assert sum(np.isinf(a).sum() for a in want) >= 9  # the infinity reached several values
-    for g, r in zip(_non_finite_masks(*got), _non_finite_masks(*want), strict=True):
-        for g_mask, r_mask in zip(g, r, strict=True):
-            np.testing.assert_array_equal(g_mask, r_mask)
+    _assert_same_non_finite(got, want)
     # dy's infinity leaves the forward pass on Winograd
     assert im2col_calls == ["forward", "backward"][2 - handed_over :]
+
+
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize("path", ["winograd", "winograd_cl"])
+def test_infinities_of_both_signs_on_two_threads(path, im2col_calls):
+    # each thread's transformed weight gradient holds one; their sum is NaN, quietly, and
+    # the pass reruns on im2col + GEMM, where the direct sum has no NaN at all
+    rng = np.random.default_rng(0)
+    x, w = rng.standard_normal((2, 8, 6, 6)), rng.standard_normal((8, 8, 3, 3))
+    x[0, 3, 2, 2], x[1, 3, 2, 2] = np.inf, -np.inf
+    dy = np.abs(rng.standard_normal((2, 8, 6, 6))) + 0.1
+    dy[1] *= -1
+    want = _reference_passes(x, w, np.zeros(8), dy, padding=1)
+    assert not any(np.isnan(a).any() for a in want)
+    with split_engine_work(path, 2, 1 << 30):
+        y, cache = cc.conv2d_forward(x, w, np.zeros(8), padding=1)
+        got = (y, *cc.conv2d_backward(dy, cache))
+    _assert_same_non_finite(got, want)
+    assert im2col_calls == ["forward", "backward"]
+
+
+@pytest.mark.filterwarnings("error")
+def test_an_infinity_split_off_in_a_band_of_rows_is_found(im2col_calls):
+    # a batch of 1 on two threads: the first band's thread looks at the whole image, the
+    # second's transforms the infinity meanwhile, quietly (these weights' transforms hold
+    # exact zeros: 0 * inf there)
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((1, 8, 12, 10))
+    w = np.array([1.0, -2.0, 1.0]) * (1 + np.abs(rng.standard_normal((8, 8, 3, 1))))
+    x[0, 4, 11, 9] = np.inf
+    with split_engine_work("winograd", 2, 1 << 30):
+        plan = _gemm.forward_plan(conv_geometry(x.shape, w.shape, 1, 1, 1, 1), 8, tile=2)
+        assert [[c.oh0 for c in chunks] for chunks in plan] == [[0], [6]]
+        got = cc.conv2d(x, w, padding=1)
+    want = _reference_passes(x, w, np.zeros(8), np.zeros((1, 8, 12, 10)), padding=1)[0]
+    assert np.isinf(want).any() and not np.isnan(want).any()
+    _assert_same_non_finite([got], [want])
+    assert im2col_calls == ["forward"]
 
 
 @pytest.mark.parametrize("path", ["winograd", "winograd_cl"])
@@ -259,21 +317,6 @@ def test_a_nan_stays_on_the_winograd_engines(path, im2col_calls):
         dy[1, 3, 0, 5] = np.nan
         cc.conv2d_backward(dy, cache)
     assert im2col_calls == []
-
-
-def test_an_infinity_split_off_in_a_band_of_rows_is_found():
-    # a batch of 1 on two threads: the second band's thread does not look, the first's does
-    rng = np.random.default_rng(6)
-    x, w = rng.standard_normal((1, 8, 12, 10)), rng.standard_normal((8, 8, 3, 3))
-    x[0, 4, 11, 9] = np.inf
-    with split_engine_work("winograd", 2, 1 << 30):
-        plan = _gemm.forward_plan(conv_geometry(x.shape, w.shape, 1, 1, 1, 1), 8, tile=2)
-        assert [[c.oh0 for c in chunks] for chunks in plan] == [[0], [6]]
-        got = cc.conv2d(x, w, padding=1)
-    want = reference.conv2d_forward(x, w, padding=1)[0]
-    assert np.isinf(want).any()
-    for g_mask, r_mask in zip(*_non_finite_masks(got, want), strict=True):
-        np.testing.assert_array_equal(g_mask, r_mask)
 
 
 @pytest.mark.parametrize(
@@ -292,15 +335,20 @@ def test_has_inf(arrays, want):
 
 
 @pytest.mark.parametrize(
-    "du, x_value, dy_value, want",
+    "parts, x_value, dy_value, found",
     [
-        (1.0, np.inf, 1.0, False),  # a finite du is taken at its word
-        (np.nan, np.nan, 1.0, False),  # a NaN, not an infinity
-        (np.nan, 1.0, -np.inf, True),
-        (np.inf, np.inf, 1.0, True),
+        ([1.0, 2.0], np.inf, 1.0, False),  # a finite sum is taken at its word
+        ([1.0, np.nan], np.nan, 1.0, False),  # a NaN, not an infinity
+        ([np.inf, -np.inf], 1.0, -np.inf, True),
+        ([np.inf, 1.0], np.inf, 1.0, True),
     ],
 )
-def test_inf_reached_looks_at_x_and_dy_only_after_du(du, x_value, dy_value, want):
+def test_weight_grad_sum_looks_at_x_and_dy_only_after_the_sum(parts, x_value, dy_value, found):
     x, dy = np.ones((1, 2, 4, 4)), np.ones((1, 3, 4, 4))
     x[0, 1, 2, 3], dy[0, 2, 0, 0] = x_value, dy_value
-    assert _winograd.inf_reached(np.full((16, 3, 2), du), x, dy) is want
+    with np.errstate(all="raise"):  # quietly
+        got = _winograd.weight_grad_sum([np.full((16, 3, 2), p) for p in parts], x, dy)
+    if found:
+        assert got is None
+    else:
+        np.testing.assert_array_equal(got, np.full((16, 3, 2), sum(parts)))
