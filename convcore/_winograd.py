@@ -21,9 +21,10 @@ y, dx or dw of an 8-channel 6x6 layer into NaN), so such calls run im2col + GEMM
 instead: the weights are looked at first; in the forward pass each chunk looks at its
 own images before it transforms them (see :func:`has_inf`), and the backward pass
 finds an infinite input or output gradient in its transformed weight gradient (see
-:func:`weight_grad_sum`). Rounding differs from the direct sum by a small factor (transformed
-values are sums of up to four inputs and nine weights), and so does the range: a value
-within a factor of ~4 of the dtype's largest can overflow in the transforms.
+:func:`weight_grad_sum`). Rounding differs from the direct sum by a small factor
+(transformed values are sums of up to four inputs and nine weights), and so does the
+range: a value within a factor of ~4 of the dtype's largest can overflow in the
+transforms.
 
 Layout: a chunk covers tile rows ``[t0, t1)`` of a few images. Each of the 16 planes of
 a tile array numbers a channel's tiles ``(image, tile row, tile column)``, with one spare
@@ -370,7 +371,8 @@ def quietly(work):
     """``work`` with NumPy's invalid-value and overflow warnings off on its thread: a pass
     that meets an infinity is rerun on im2col + GEMM (a forward band of rows that does not
     look may transform one, see :func:`forward`; the backward passes look afterwards, see
-    :func:`weight_grad_sum`), so its warnings would be about results thrown away."""
+    :func:`weight_grad_sum`), so its warnings would be about results thrown away. (An
+    overflow in a pass that is kept goes unwarned too, where im2col + GEMM would warn.)"""
 
     def run(chunks):
         with np.errstate(invalid="ignore", over="ignore"):
