@@ -352,3 +352,27 @@ def test_weight_grad_sum_looks_at_x_and_dy_only_after_the_sum(parts, x_value, dy
         assert got is None
     else:
         np.testing.assert_array_equal(got, np.full((16, 3, 2), sum(parts)))
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered")  # inf * 0, as in the direct sum
+@pytest.mark.parametrize("path", ["winograd", "winograd_cl"])
+@given(
+    cfg=winograd_configs(),
+    seed=st.integers(0, 2**16),
+    where=st.sampled_from(["x", "w", "dy"]),
+    sign=st.sampled_from([1, -1]),
+    threads=st.sampled_from([1, 2]),
+)
+def test_an_infinity_anywhere_gives_what_the_direct_sum_gives(path, cfg, seed, where, sign, threads):
+    x, w, b = arrays_for(cfg, seed)
+    rng = np.random.default_rng(seed)
+    dy = rng.standard_normal(reference.conv2d_forward(x, w, **cfg["opts"])[0].shape)
+    a = dict(x=x, w=w, dy=dy)[where]
+    a[tuple(rng.integers(0, n) for n in a.shape)] = sign * np.inf
+    want = _reference_passes(x, w, np.zeros(w.shape[0]) if b is None else b, dy, **cfg["opts"])
+    with split_engine_work(path, threads, 1 << 30):
+        y, cache = cc.conv2d_forward(x, w, b, **cfg["opts"])
+        dx, dw, db = cc.conv2d_backward(dy, cache)
+    _assert_same_non_finite(
+        (y, dx, dw) + (() if b is None else (db,)), want[:3] + (() if b is None else want[3:])
+    )
