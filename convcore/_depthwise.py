@@ -141,8 +141,9 @@ def _zero_every(dst, d, step, n):
 
 @_jit
 def _row_sum(a, s, n):
-    """``a[s] + a[s + 1] + ... + a[s + n - 1]``, added in that order."""
-    total = a[s] * 0
+    """``a[s] + a[s + 1] + ... + a[s + n - 1]``, added in that order (from a zero of the
+    array's dtype: ``a[s] * 0`` would be NaN for an infinite ``a[s]``)."""
+    total = a.dtype.type(0)
     for i in range(n):
         total += a[s + i]
     return total

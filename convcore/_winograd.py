@@ -14,17 +14,18 @@ The backward pass runs the adjoints: ``dM = A dy A^T`` per tile, ``dU[k] = dM[k]
 ``B dV B^T`` is added into dx (neighbouring tiles overlap by two rows and columns).
 
 The transforms use only additions (and halving in ``G``), and an output combines exactly
-the inputs of its 3x3 window, so a NaN stays as local as in the direct sum. An infinite
-input, weight or output gradient would give NaN where the direct sum gives an infinity
-(its transformed values meet with both signs: one infinite input turned 52-72 values of
-y, dx or dw of an 8-channel 6x6 layer into NaN), so such calls run im2col + GEMM
-instead: the weights are looked at first; in the forward pass each chunk looks at its
-own images before it transforms them (see :func:`has_inf`), and the backward pass
-finds an infinite input or output gradient in its transformed weight gradient (see
-:func:`weight_grad_sum`). Rounding differs from the direct sum by a small factor
+the inputs of its 3x3 window; rounding differs from the direct sum by a small factor
 (transformed values are sums of up to four inputs and nine weights), and so does the
 range: a value within a factor of ~4 of the dtype's largest can overflow in the
-transforms.
+transforms. Non-finite values do not carry over: an infinity meets its own copy with
+the other sign (one infinite input turned 52-72 values of y, dx or dw of an 8-channel
+6x6 layer into NaN where the direct sum gives infinities), and a NaN in a tile that
+overhangs the output reaches dx or dw through the zeros of the cropped outputs, where
+the direct sum never reads it. So passes with a NaN or an infinity among their operands
+run im2col + GEMM instead: the weights are looked at first; in the forward pass each
+chunk looks at its own images before it transforms them (see :func:`finite`), and the
+backward pass finds a non-finite input or output gradient in its transformed weight
+gradient (see :func:`weight_grad_sum`).
 
 Layout: a chunk covers tile rows ``[t0, t1)`` of a few images. Each of the 16 planes of
 a tile array numbers a channel's tiles ``(image, tile row, tile column)``, with one spare
@@ -358,21 +359,23 @@ def _tile_rows(c: Chunk) -> tuple[int, int]:
     return c.oh0 // 2, tiles(c.oh1)
 
 
-def has_inf(*arrays) -> bool:
-    """Whether any of ``arrays`` holds an infinity. A finite sum rules out infinities
-    (and NaNs) in one pass, ~0.17 ns a float32 value and ~0.3 a float64 one; a sum that
-    is not finite (an infinity, a NaN, or huge finite values) takes a second look. The
-    forward passes look at each chunk's images on the thread that then transforms them."""
+def finite(*arrays) -> bool:
+    """Whether every sum of ``arrays`` is finite: then none of them holds a NaN or an
+    infinity (and where huge finite values overflow a sum, the pass runs im2col + GEMM
+    needlessly, but exactly). One pass, ~0.17 ns a float32 value and ~0.3 a float64 one.
+    The forward passes look at each chunk's images on the thread that then transforms
+    them."""
     with np.errstate(over="ignore", invalid="ignore"):
-        return any(not np.isfinite(np.add.reduce(a, axis=None)) and np.isinf(a).any() for a in arrays)
+        return all(np.isfinite(np.add.reduce(a, axis=None)) for a in arrays)
 
 
 def quietly(work):
     """``work`` with NumPy's invalid-value and overflow warnings off on its thread: a pass
-    that meets an infinity is rerun on im2col + GEMM (a forward band of rows that does not
-    look may transform one, see :func:`forward`; the backward passes look afterwards, see
-    :func:`weight_grad_sum`), so its warnings would be about results thrown away. (An
-    overflow in a pass that is kept goes unwarned too, where im2col + GEMM would warn.)"""
+    that meets a non-finite value is rerun on im2col + GEMM (a forward band of rows that
+    does not look may transform one, see :func:`forward`; the backward passes look
+    afterwards, see :func:`weight_grad_sum`), so its warnings would be about results
+    thrown away. (An overflow in a pass that is kept goes unwarned too, where im2col +
+    GEMM would warn.)"""
 
     def run(chunks):
         with np.errstate(invalid="ignore", over="ignore"):
@@ -381,20 +384,20 @@ def quietly(work):
     return run
 
 
-def weight_grad_sum(parts, x: np.ndarray, dy: np.ndarray) -> np.ndarray | None:
+def weight_grad_sum(parts) -> np.ndarray | None:
     """The threads' transformed weight gradients ``parts`` added in thread order, or None
-    where the backward pass met an infinity in ``x`` or ``dy``: every transformed input
+    where the backward pass met a NaN or an infinity in x or dy: every transformed input
     and output gradient is multiplied into the sum (``dU[k] = sum over tiles of
-    dM[k]^T V[k]``, and ``0 * inf`` is NaN), so it is finite unless one of them is not
-    (or a product overflows), and only then are x and dy themselves looked at. A pass
-    over 16*F*C values instead of over x and dy: looking at those first cost 4-7% of
-    forward+backward on cifar_c32_16_k3 and resnet_c64_56_k3, one more pass over memory
-    each. (A BLAS that skipped zero factors, as the reference BLAS does, could miss an
-    infinity met only by zeros; NumPy's OpenBLAS multiplies them.) Quietly: the threads'
-    parts may hold infinities of both signs."""
+    dM[k]^T V[k]``, and ``0 * inf`` and ``0 * nan`` are NaN), so it is finite unless one
+    of them is not (or a product overflows: then the pass reruns needlessly, but
+    exactly). A pass over 16*F*C values instead of over x and dy: looking at those first
+    cost 4-7% of forward+backward on cifar_c32_16_k3 and resnet_c64_56_k3, one more pass
+    over memory each. (A BLAS that skipped zero factors, as the reference BLAS does,
+    could miss a value met only by zeros; NumPy's OpenBLAS multiplies them.) Quietly: the
+    threads' parts may hold infinities of both signs."""
     with np.errstate(invalid="ignore", over="ignore"):
         du = add_in_order(parts)
-        return None if not np.isfinite(du).all() and has_inf(x, dy) else du
+        return du if np.isfinite(du).all() else None
 
 
 def forward(x, w, b, geo: Geometry, y) -> None:
@@ -402,7 +405,7 @@ def forward(x, w, b, geo: Geometry, y) -> None:
     ``w (F, C, 3, 3)`` (plus ``b``), chunk by chunk: input transform, 16 GEMMs, output
     transform."""
     check_contiguous(x, w, y)
-    if has_inf(w):
+    if not finite(w):
         return _gemm.forward(x, w, b, geo, y)
     filters = _by_group(filter_transform(w), geo.groups)  # (16, groups, Fg, Cg)
     bias = np.zeros(geo.F, x.dtype) if b is None else np.ascontiguousarray(b, x.dtype)
@@ -410,7 +413,7 @@ def forward(x, w, b, geo: Geometry, y) -> None:
 
     def work(chunks):
         for c in chunks:  # every channel: the forward plan never splits them
-            if c.oh0 == 0 and has_inf(x[c.n0 : c.n1]):  # an image's first band looks
+            if c.oh0 == 0 and not finite(x[c.n0 : c.n1]):  # an image's first band looks
                 return False
             t0, t1 = _tile_rows(c)
             (v, v3), (prod, prod3) = _tile_arrays(x.dtype, (c.n1 - c.n0) * (t1 - t0) * L, geo.C, geo.F)
@@ -421,7 +424,7 @@ def forward(x, w, b, geo: Geometry, y) -> None:
         return True
 
     if not all(run_plan(quietly(work), forward_plan(geo, x.itemsize, tile=2))):
-        _gemm.forward(x, w, b, geo, y)  # an infinite input (see the module docstring)
+        _gemm.forward(x, w, b, geo, y)  # a NaN or an infinity (see the module docstring)
 
 
 def backward(x, w, dy, geo: Geometry, dx, db=None) -> np.ndarray:
@@ -429,7 +432,7 @@ def backward(x, w, dy, geo: Geometry, dx, db=None) -> np.ndarray:
     the bias gradient) and return the weight gradient ``(F, C, 3, 3)``, from
     ``dy (N, F, OH, OW)``."""
     check_contiguous(x, w, dy, dx)
-    if has_inf(w):
+    if not finite(w):
         return _gemm.backward(x, w, dy, geo, dx, db)
     filters_t = _by_group(filter_transform(w), geo.groups).transpose(0, 1, 3, 2)  # U[k].T by group
     L = tiles(geo.OW) + 1
@@ -457,8 +460,8 @@ def backward(x, w, dy, geo: Geometry, dx, db=None) -> np.ndarray:
         return du, db_part
 
     partial = run_plan(quietly(work), backward_plan(geo, x.itemsize, tile=2))
-    du = weight_grad_sum([p[0] for p in partial], x, dy)
-    if du is None:  # an infinite input or output gradient
+    du = weight_grad_sum([p[0] for p in partial])
+    if du is None:  # a NaN or an infinity in x or dy
         return _gemm.backward(x, w, dy, geo, dx, db)
     add_in_order([p[1] for p in partial], db)
     return filter_transform_adjoint(du.reshape(16, geo.F, geo.Cg))

@@ -20,9 +20,8 @@ gathered in phases (neighbouring blocks overlap) and copied back into ``dx``.
 
 The GEMMs: ``M[k] = V[k] @ U[k].T``, ``dU[k] += dM[k].T @ V[k]`` and
 ``dV[k] = dM[k] @ U[k]``, written over ``V``. Every chunk is whole images of all
-channels (see :func:`applies`). Non-finite values behave as on the NCHW engine: a NaN
-stays as local in y and dx as in the direct sum, and calls with an infinite operand run
-im2col + GEMM instead (see :mod:`convcore._winograd`).
+channels (see :func:`applies`). As on the NCHW engine, passes with a NaN or an infinity
+among their operands run im2col + GEMM instead (see :mod:`convcore._winograd`).
 """
 
 from __future__ import annotations
@@ -251,7 +250,7 @@ def forward(x, w, b, geo: Geometry, y) -> None:
     ``w (F, C, 3, 3)`` (plus ``b``)."""
     check_contiguous(x, w, y)
     plan = _plan(geo, x.itemsize)
-    if plan is None or _winograd.has_inf(w):
+    if plan is None or not _winograd.finite(w):
         return _gemm.forward(x, w, b, geo, y)
     ut = np.ascontiguousarray(filter_transform(w).transpose(0, 2, 1))  # (16, C, F): 3% faster GEMMs
     bias = np.zeros(geo.F, x.dtype) if b is None else np.ascontiguousarray(b, x.dtype)
@@ -259,7 +258,7 @@ def forward(x, w, b, geo: Geometry, y) -> None:
 
     def work(chunks):
         for c in chunks:
-            if _winograd.has_inf(x[c.n0 : c.n1]):
+            if not _winograd.finite(x[c.n0 : c.n1]):
                 return False
             xq, (v, v3), (prod, prod3) = _scratch(x.dtype, geo, c.n1 - c.n0)
             _phase_copy(x[c.n0 : c.n1], geo.pt, geo.pl, xq, False)
@@ -269,7 +268,7 @@ def forward(x, w, b, geo: Geometry, y) -> None:
         return True
 
     if not all(run_plan(_winograd.quietly(work), plan)):
-        _gemm.forward(x, w, b, geo, y)  # an infinite input (see convcore._winograd)
+        _gemm.forward(x, w, b, geo, y)  # a NaN or an infinity (see convcore._winograd)
 
 
 def backward(x, w, dy, geo: Geometry, dx, db=None) -> np.ndarray:
@@ -277,7 +276,7 @@ def backward(x, w, dy, geo: Geometry, dx, db=None) -> np.ndarray:
     return the weight gradient ``(F, C, 3, 3)``, from ``dy (N, F, OH, OW)``."""
     check_contiguous(x, w, dy, dx)
     plan = _plan(geo, x.itemsize)
-    if plan is None or _winograd.has_inf(w):
+    if plan is None or not _winograd.finite(w):
         return _gemm.backward(x, w, dy, geo, dx, db)
     filters = filter_transform(w)  # U (16, F, C)
     TH, TW = tiles(geo.OH), tiles(geo.OW)
@@ -299,8 +298,8 @@ def backward(x, w, dy, geo: Geometry, dx, db=None) -> np.ndarray:
         return du, db_part
 
     partial = run_plan(_winograd.quietly(work), plan)
-    du = _winograd.weight_grad_sum([p[0] for p in partial], x, dy)
-    if du is None:  # an infinite input or output gradient
+    du = _winograd.weight_grad_sum([p[0] for p in partial])
+    if du is None:  # a NaN or an infinity in x or dy
         return _gemm.backward(x, w, dy, geo, dx, db)
     add_in_order([p[1] for p in partial], db)
     return filter_transform_adjoint(du)

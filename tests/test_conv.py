@@ -11,10 +11,12 @@ from strategies import (
     ENGINE_PATHS,
     arrays_for,
     assert_agrees_with_reference,
+    assert_same_non_finite,
     conv_configs,
     engine_and_reference,
     engine_path,
     max_rel_err,
+    reference_passes,
 )
 
 ENGINE = (cc.conv2d_forward, cc.conv2d_backward)
@@ -333,3 +335,27 @@ def test_strategy_choice(x_shape, w_shape, dtype, opts, want, monkeypatch):
     monkeypatch.setattr(_threads, "_THREADS", 2)  # as on the machine the conditions were measured on
     geo = conv_geometry(x_shape, w_shape, **{"stride": 1, "padding": 0, "dilation": 1, "groups": 1, **opts})
     assert conv._strategy(geo, dtype) == want
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered")  # inf * 0, as in the direct sum
+@pytest.mark.parametrize("path", ENGINE_PATHS)
+@given(
+    cfg=conv_configs(),
+    seed=st.integers(0, 2**16),
+    where=st.sampled_from(["x", "w", "b", "dy"]),
+    value=st.sampled_from([np.inf, -np.inf, np.nan]),
+)
+def test_a_nan_or_an_infinity_gives_what_the_direct_sum_gives(path, cfg, seed, where, value):
+    # the padding's zeros included: 0 * inf is NaN in the direct sum (see the Winograd
+    # engines' own tests for theirs)
+    x, w, b = arrays_for(cfg, seed)
+    rng = np.random.default_rng(seed)
+    dy = rng.standard_normal(reference.conv2d_forward(x, w, **cfg["opts"])[0].shape)
+    a = dict(x=x, w=w, b=b, dy=dy)[where]
+    if a is not None:
+        a[tuple(rng.integers(0, n) for n in a.shape)] = value
+    want = reference_passes(x, w, b, dy, **cfg["opts"])
+    with engine_path(path):
+        y, cache = cc.conv2d_forward(x, w, b, **cfg["opts"])
+        got = (y, *cc.conv2d_backward(dy, cache))
+    assert_same_non_finite(*[[g for g in side if g is not None] for side in (got, want)])

@@ -17,8 +17,10 @@ from strategies import (
     G,
     arrays_for,
     assert_agrees_with_reference,
+    assert_same_non_finite,
     engine_path,
     max_rel_err,
+    reference_passes,
     split_engine_work,
     winograd_configs,
 )
@@ -218,38 +220,18 @@ def im2col_calls(monkeypatch):
     return calls
 
 
-def _non_finite_masks(*arrays):
-    return [(np.isnan(a), np.isposinf(a), np.isneginf(a)) for a in arrays]
-
-
-def _assert_same_non_finite(got, want):
-    """The same NaNs and infinities as the reference, and close values elsewhere."""
-    for g, r in zip(got, want, strict=True):
-        for g_mask, r_mask in zip(_non_finite_masks(g), _non_finite_masks(r), strict=True):
-            np.testing.assert_array_equal(g_mask, r_mask)
-        finite = np.isfinite(r)
-        assert max_rel_err(g[finite], r[finite]) <= (1e-5 if g.dtype == np.float32 else 1e-12)
-
-
-def _reference_passes(x, w, b, dy, **opts):
-    """y, dx, dw and db of the float64 reference (which warns of its own inf * 0)."""
-    with np.errstate(invalid="ignore"):
-        y, cache = reference.conv2d_forward(*(a.astype(np.float64) for a in (x, w, b)), **opts)
-        return (y, *reference.conv2d_backward(dy.astype(np.float64), cache))
-
-
 @pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning:convcore._gemm")  # its inf * 0
 @pytest.mark.filterwarnings("error")  # a pass thrown away must not warn
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("sign", [1, -1])
+@pytest.mark.parametrize("value", [np.inf, -np.inf, np.nan])
 @pytest.mark.parametrize("where, handed_over", [("x", 2), ("w", 2), ("dy", 1)])
 @pytest.mark.parametrize("path, groups", [("winograd", 1), ("winograd", 2), ("winograd_cl", 1)])
-def test_an_infinity_gives_what_the_direct_sum_gives(
-    path, groups, where, handed_over, sign, dtype, im2col_calls
+def test_a_nan_or_an_infinity_gives_what_the_direct_sum_gives(
+    path, groups, where, handed_over, value, dtype, im2col_calls
 ):
     # the transforms would subtract an infinity from itself (NaN where the direct sum has
-    # an infinity): a pass that meets one runs im2col + GEMM instead, whichever of the
-    # two threads (an image each) holds it
+    # an infinity) and carry a NaN further (see the next test): a pass that meets either
+    # runs im2col + GEMM instead, whichever of the two threads (an image each) holds it
     rng = np.random.default_rng(5)
     x, w = (
         rng.standard_normal((2, 8, 6, 7)).astype(dtype),
@@ -257,15 +239,32 @@ def test_an_infinity_gives_what_the_direct_sum_gives(
     )
     b, dy = rng.standard_normal(8).astype(dtype), rng.standard_normal((2, 8, 6, 7)).astype(dtype)
     at = {"x": (1, 2, 0, 3), "w": (3, 1, 1, 2), "dy": (0, 5, 3, 3)}[where]
-    dict(x=x, w=w, dy=dy)[where][at] = sign * np.inf
-    want = _reference_passes(x, w, b, dy, padding=1, groups=groups)
+    dict(x=x, w=w, dy=dy)[where][at] = value
+    want = reference_passes(x, w, b, dy, padding=1, groups=groups)
     with split_engine_work(path, 2, 1 << 30):
         y, cache = cc.conv2d_forward(x, w, b, padding=1, groups=groups)
         got = (y, *cc.conv2d_backward(dy, cache))
-    assert sum(np.isinf(a).sum() for a in want) >= 9  # the infinity reached several values
-    _assert_same_non_finite(got, want)
-    # dy's infinity leaves the forward pass on Winograd
+    assert sum((~np.isfinite(a)).sum() for a in want) >= 9  # the value reached several others
+    assert_same_non_finite(got, want)
+    # dy's NaN or infinity leaves the forward pass on Winograd
     assert im2col_calls == ["forward", "backward"][2 - handed_over :]
+
+
+@pytest.mark.parametrize("path", ["winograd", "winograd_cl"])
+def test_a_nan_at_the_corner_reaches_only_the_weights_the_direct_sum_reaches(path, im2col_calls):
+    # the corner input meets only tap (2, 2) in the direct sum; through the transformed
+    # weight gradient, whose filter transform mixes the taps, it would reach others
+    rng = np.random.default_rng(7)
+    x, w = rng.standard_normal((2, 2, 6, 6)), rng.standard_normal((2, 2, 3, 3))
+    x[1, 0, 5, 5] = np.nan
+    dy = rng.standard_normal((2, 2, 4, 4))
+    want = reference_passes(x, w, np.zeros(2), dy)
+    assert np.isnan(want[2]).sum() == 2  # tap (2, 2) of channel 0, both filters
+    with engine_path(path):
+        y, cache = cc.conv2d_forward(x, w)
+        got = (y, *cc.conv2d_backward(dy, cache)[:2])
+    assert_same_non_finite(got, want[:3])
+    assert im2col_calls == ["forward", "backward"]
 
 
 @pytest.mark.filterwarnings("error")
@@ -278,12 +277,12 @@ def test_infinities_of_both_signs_on_two_threads(path, im2col_calls):
     x[0, 3, 2, 2], x[1, 3, 2, 2] = np.inf, -np.inf
     dy = np.abs(rng.standard_normal((2, 8, 6, 6))) + 0.1
     dy[1] *= -1
-    want = _reference_passes(x, w, np.zeros(8), dy, padding=1)
+    want = reference_passes(x, w, np.zeros(8), dy, padding=1)
     assert not any(np.isnan(a).any() for a in want)
     with split_engine_work(path, 2, 1 << 30):
         y, cache = cc.conv2d_forward(x, w, np.zeros(8), padding=1)
         got = (y, *cc.conv2d_backward(dy, cache))
-    _assert_same_non_finite(got, want)
+    assert_same_non_finite(got, want)
     assert im2col_calls == ["forward", "backward"]
 
 
@@ -300,58 +299,37 @@ def test_an_infinity_split_off_in_a_band_of_rows_is_found(im2col_calls):
         plan = _gemm.forward_plan(conv_geometry(x.shape, w.shape, 1, 1, 1, 1), 8, tile=2)
         assert [[c.oh0 for c in chunks] for chunks in plan] == [[0], [6]]
         got = cc.conv2d(x, w, padding=1)
-    want = _reference_passes(x, w, np.zeros(8), np.zeros((1, 8, 12, 10)), padding=1)[0]
+    want = reference_passes(x, w, np.zeros(8), np.zeros((1, 8, 12, 10)), padding=1)[0]
     assert np.isinf(want).any() and not np.isnan(want).any()
-    _assert_same_non_finite([got], [want])
+    assert_same_non_finite([got], [want])
     assert im2col_calls == ["forward"]
-
-
-@pytest.mark.parametrize("path", ["winograd", "winograd_cl"])
-def test_a_nan_stays_on_the_winograd_engines(path, im2col_calls):
-    # it stays as local there as in the direct sum (see above)
-    x, w = np.ones((2, 8, 6, 6), np.float32), np.ones((8, 8, 3, 3), np.float32)
-    x[0, 0, 2, 2] = np.nan
-    with engine_path(path):
-        y, cache = cc.conv2d_forward(x, w, padding=1)
-        dy = np.ones_like(y)
-        dy[1, 3, 0, 5] = np.nan
-        cc.conv2d_backward(dy, cache)
-    assert im2col_calls == []
 
 
 @pytest.mark.parametrize(
     "arrays, want",
     [
-        ([np.ones(5), np.zeros((2, 3))], False),
+        ([np.ones(5), np.zeros((2, 3))], True),
         ([np.array([np.nan, 1.0])], False),
-        ([np.array([3e38, 3e38], np.float32)], False),  # the sum overflows
-        ([np.ones(3), np.array([1.0, np.inf])], True),
-        ([np.array([-np.inf, 2.0], np.float32)], True),
-        ([np.array([np.nan, np.inf, -np.inf])], True),
+        ([np.ones(3), np.array([1.0, np.inf])], False),
+        ([np.array([-np.inf, 2.0], np.float32)], False),
+        ([np.array([3e38, 3e38], np.float32)], False),  # the sum overflows: im2col, needlessly
     ],
 )
-def test_has_inf(arrays, want):
-    assert _winograd.has_inf(*arrays) is want
+def test_finite(arrays, want):
+    assert _winograd.finite(*arrays) is want
 
 
 @pytest.mark.parametrize(
-    "parts, x_value, dy_value, found",
-    [
-        ([1.0, 2.0], np.inf, 1.0, False),  # a finite sum is taken at its word
-        ([1.0, np.nan], np.nan, 1.0, False),  # a NaN, not an infinity
-        ([np.inf, -np.inf], 1.0, -np.inf, True),
-        ([np.inf, 1.0], np.inf, 1.0, True),
-    ],
+    "parts, kept",
+    [([1.0, 2.0], True), ([1.0, np.nan], False), ([np.inf, -np.inf], False), ([np.inf, 1.0], False)],
 )
-def test_weight_grad_sum_looks_at_x_and_dy_only_after_the_sum(parts, x_value, dy_value, found):
-    x, dy = np.ones((1, 2, 4, 4)), np.ones((1, 3, 4, 4))
-    x[0, 1, 2, 3], dy[0, 2, 0, 0] = x_value, dy_value
+def test_weight_grad_sum_is_none_unless_finite(parts, kept):
     with np.errstate(all="raise"):  # quietly
-        got = _winograd.weight_grad_sum([np.full((16, 3, 2), p) for p in parts], x, dy)
-    if found:
-        assert got is None
-    else:
+        got = _winograd.weight_grad_sum([np.full((16, 3, 2), p) for p in parts])
+    if kept:
         np.testing.assert_array_equal(got, np.full((16, 3, 2), sum(parts)))
+    else:
+        assert got is None
 
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered")  # inf * 0, as in the direct sum
@@ -360,19 +338,21 @@ def test_weight_grad_sum_looks_at_x_and_dy_only_after_the_sum(parts, x_value, dy
     cfg=winograd_configs(),
     seed=st.integers(0, 2**16),
     where=st.sampled_from(["x", "w", "dy"]),
-    sign=st.sampled_from([1, -1]),
+    value=st.sampled_from([np.inf, -np.inf, np.nan]),
     threads=st.sampled_from([1, 2]),
 )
-def test_an_infinity_anywhere_gives_what_the_direct_sum_gives(path, cfg, seed, where, sign, threads):
+def test_a_nan_or_an_infinity_anywhere_gives_what_the_direct_sum_gives(
+    path, cfg, seed, where, value, threads
+):
     x, w, b = arrays_for(cfg, seed)
     rng = np.random.default_rng(seed)
     dy = rng.standard_normal(reference.conv2d_forward(x, w, **cfg["opts"])[0].shape)
     a = dict(x=x, w=w, dy=dy)[where]
-    a[tuple(rng.integers(0, n) for n in a.shape)] = sign * np.inf
-    want = _reference_passes(x, w, np.zeros(w.shape[0]) if b is None else b, dy, **cfg["opts"])
+    a[tuple(rng.integers(0, n) for n in a.shape)] = value
+    want = reference_passes(x, w, np.zeros(w.shape[0]) if b is None else b, dy, **cfg["opts"])
     with split_engine_work(path, threads, 1 << 30):
         y, cache = cc.conv2d_forward(x, w, b, **cfg["opts"])
         dx, dw, db = cc.conv2d_backward(dy, cache)
-    _assert_same_non_finite(
+    assert_same_non_finite(
         (y, dx, dw) + (() if b is None else (db,)), want[:3] + (() if b is None else want[3:])
     )
