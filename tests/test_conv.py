@@ -342,18 +342,20 @@ def test_strategy_choice(x_shape, w_shape, dtype, opts, want, monkeypatch):
 @given(
     cfg=conv_configs(),
     seed=st.integers(0, 2**16),
-    where=st.sampled_from(["x", "w", "b", "dy"]),
-    value=st.sampled_from([np.inf, -np.inf, np.nan]),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    where=st.lists(st.sampled_from(["x", "w", "b", "dy"]), min_size=1, max_size=3),
+    values=st.lists(st.sampled_from([np.inf, -np.inf, np.nan]), min_size=3, max_size=3),
 )
-def test_a_nan_or_an_infinity_gives_what_the_direct_sum_gives(path, cfg, seed, where, value):
+def test_a_nan_or_an_infinity_gives_what_the_direct_sum_gives(path, cfg, seed, dtype, where, values):
     # the padding's zeros included: 0 * inf is NaN in the direct sum (see the Winograd
-    # engines' own tests for theirs)
-    x, w, b = arrays_for(cfg, seed)
+    # engines' own tests for theirs); up to three values, so infinities of both signs meet
+    x, w, b = arrays_for(cfg, seed, dtype)
     rng = np.random.default_rng(seed)
-    dy = rng.standard_normal(reference.conv2d_forward(x, w, **cfg["opts"])[0].shape)
-    a = dict(x=x, w=w, b=b, dy=dy)[where]
-    if a is not None:
-        a[tuple(rng.integers(0, n) for n in a.shape)] = value
+    dy = rng.standard_normal(reference.conv2d_forward(x, w, **cfg["opts"])[0].shape).astype(dtype)
+    for name, value in zip(where, values):
+        a = dict(x=x, w=w, b=b, dy=dy)[name]
+        if a is not None:
+            a[tuple(rng.integers(0, n) for n in a.shape)] = value
     want = reference_passes(x, w, b, dy, **cfg["opts"])
     with engine_path(path):
         y, cache = cc.conv2d_forward(x, w, b, **cfg["opts"])

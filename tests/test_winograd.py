@@ -305,6 +305,21 @@ def test_an_infinity_split_off_in_a_band_of_rows_is_found(im2col_calls):
     assert im2col_calls == ["forward"]
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("path", ["winograd", "winograd_cl"])
+def test_finite_passes_stay_on_the_winograd_engines(path, threads, im2col_calls):
+    # values up to 1e10 included: only a NaN, an infinity or an overflowing sum hands over
+    rng = np.random.default_rng(8)
+    x, w = rng.standard_normal((2, 8, 6, 7)) * 1e10, rng.standard_normal((8, 8, 3, 3))
+    b, dy = rng.standard_normal(8), rng.standard_normal((2, 8, 6, 7))
+    want = reference_passes(x, w, b, dy, padding=1)
+    with split_engine_work(path, threads, 1 << 30):
+        y, cache = cc.conv2d_forward(x, w, b, padding=1)
+        got = (y, *cc.conv2d_backward(dy, cache))
+    assert_same_non_finite(got, want)
+    assert im2col_calls == []
+
+
 @pytest.mark.parametrize(
     "arrays, want",
     [
