@@ -305,6 +305,26 @@ def test_an_infinity_split_off_in_a_band_of_rows_is_found(im2col_calls):
     assert im2col_calls == ["forward"]
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered")  # im2col's float32 sums overflow too
+@pytest.mark.parametrize("path", ["winograd", "winograd_cl"])
+def test_values_that_would_overflow_in_the_transforms_go_to_im2col(path, im2col_calls):
+    # their sum is finite; in the transforms 3e38 - (-3e38) is not, nor, further on, NaN
+    rng = np.random.default_rng(9)
+    x, w = (
+        rng.standard_normal((2, 8, 6, 6)).astype(np.float32),
+        rng.standard_normal((8, 8, 3, 3)).astype(np.float32),
+    )
+    x[0, 0, 2, 2], x[0, 0, 2, 4] = 3e38, -3e38
+    with engine_path("gemm"):
+        want = cc.conv2d(x, w, padding=1)
+    im2col_calls.clear()
+    with engine_path(path):
+        got = cc.conv2d(x, w, padding=1)
+    assert np.isinf(want).any() and not np.isnan(want).any()
+    assert_same_non_finite([got], [want])
+    assert im2col_calls == ["forward"]
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("path", ["winograd", "winograd_cl"])
 def test_finite_passes_stay_on_the_winograd_engines(path, threads, im2col_calls):
@@ -327,7 +347,9 @@ def test_finite_passes_stay_on_the_winograd_engines(path, threads, im2col_calls)
         ([np.array([np.nan, 1.0])], False),
         ([np.ones(3), np.array([1.0, np.inf])], False),
         ([np.array([-np.inf, 2.0], np.float32)], False),
-        ([np.array([3e38, 3e38], np.float32)], False),  # the sum overflows: im2col, needlessly
+        ([np.array([3e38, -3e38], np.float32)], False),  # a finite sum, but the transforms overflow
+        ([np.array([1e20, 1.0], np.float32)], False),  # the squares overflow: im2col, needlessly
+        ([np.full(1000, 1e15, np.float32)], True),
     ],
 )
 def test_finite(arrays, want):
