@@ -19,14 +19,14 @@ the inputs of its 3x3 window; rounding differs from the direct sum by a small fa
 range: a value within a factor of ~4 of the dtype's largest can overflow in the
 transforms. Non-finite values do not carry over: an infinity meets its own copy with
 the other sign (one infinite input turned 52-72 values of y, dx or dw of an 8-channel
-6x6 layer into NaN where the direct sum gives infinities), and a NaN in a tile that
-overhangs the output reaches dx or dw through the zeros of the cropped outputs, where
-the direct sum never reads it. So passes with a NaN or an infinity among their operands
-(or, in the forward pass, values large enough to overflow; see :func:`finite`) run
-im2col + GEMM instead: the weights are looked at first; in the forward pass each
-chunk looks at its own images before it transforms them (see :func:`finite`), and the
-backward pass finds a non-finite input or output gradient in its transformed weight
-gradient (see :func:`weight_grad_sum`).
+6x6 layer into NaN where the direct sum gives infinities), and a NaN spreads further
+than in the direct sum (one in a corner input reached weight-gradient taps the direct
+sum does not: the filter transform mixes the taps). So passes with a NaN or an
+infinity among their operands (or, in the forward pass, values large enough to
+overflow) run im2col + GEMM instead: the weights are looked at first; in the forward
+pass each chunk looks at its own images before it transforms them (see
+:func:`finite`), and the backward pass finds a non-finite input or output gradient in
+its transformed weight gradient (see :func:`weight_grad_sum`).
 
 Layout: a chunk covers tile rows ``[t0, t1)`` of a few images. Each of the 16 planes of
 a tile array numbers a channel's tiles ``(image, tile row, tile column)``, with one spare

@@ -217,8 +217,11 @@ def _non_finite_masks(*arrays):
 
 
 def assert_same_non_finite(got, want):
-    """The same NaNs and infinities as the reference, and close values elsewhere."""
+    """The same NaNs and infinities as the reference, and close values elsewhere (pairs
+    of None, a bias gradient without a bias, are skipped)."""
     for g, r in zip(got, want, strict=True):
+        if g is None and r is None:
+            continue
         for g_mask, r_mask in zip(_non_finite_masks(g), _non_finite_masks(r), strict=True):
             np.testing.assert_array_equal(g_mask, r_mask)
         finite = np.isfinite(r)
